@@ -1,0 +1,67 @@
+"""Class-level (pixel-wise) cross-entropy with forward loss correction by a class NTM ``T_C``.
+
+JCAS (Guo & Yuan, MICCAI 2022, arXiv 2206.07994), section 2.3; forward correction after Patrini et al.
+(CVPR 2017): the clean class posterior predicted by the network is mapped to the noisy-label posterior
+``p_noisy = softmax(logits) @ T_C`` (rows of ``T_C`` clean, columns noisy) before the likelihood of the
+noisy label is taken.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+__all__ = ["ForwardCorrectedCELoss"]
+
+
+class ForwardCorrectedCELoss(_Loss):
+    """Cross-entropy against noisy labels, optionally forward-corrected by ``T_C``.
+
+    The loss of a valid pixel is ``-log(clamp(softmax(logits) @ T_C, min=1e-8)[target])``; without
+    ``t_c`` it is ``-log_softmax(logits)[target]``, i.e. ``F.cross_entropy(ignore_index=255)``. Logits
+    whose spatial size differs from the target's (class heads at output stride 8, DAR on its grid) are
+    first upsampled bilinearly (``align_corners=False``) to the target size.
+
+    Args:
+        ignore_index: label value of pixels without supervision.
+        reduction: ``"mean"`` (over valid pixels of the batch; 0 if there are none), ``"sum"``, or
+            ``"none"`` (per-pixel loss ``(B, H, W)``, 0 at ignore pixels).
+        min_prob: floor of the corrected probability before the log (authors' code: 1e-8).
+    """
+
+    def __init__(self, ignore_index: int = 255, reduction: str = "mean", min_prob: float = 1e-8) -> None:
+        super().__init__(reduction=reduction)
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"ForwardCorrectedCELoss: unsupported reduction {reduction!r}")
+        self.ignore_index = ignore_index
+        self.min_prob = min_prob
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, t_c: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """
+        Args:
+            logits: class logits ``(B, K, H', W')``.
+            target: noisy labels ``(B, 1, H, W)`` or ``(B, H, W)``, values ``0..K-1`` or ``ignore_index``.
+            t_c: class NTM ``(K, K)`` (rows clean, columns noisy), or None for plain cross-entropy.
+
+        Returns:
+            the reduced loss (see ``reduction``).
+        """
+        if target.ndim == logits.ndim:
+            target = target[:, 0]
+        target = target.long()
+        if logits.shape[2:] != target.shape[1:]:
+            logits = F.interpolate(logits, size=target.shape[1:], mode="bilinear", align_corners=False)
+        if t_c is None:
+            log_prob = F.log_softmax(logits, dim=1)
+        else:
+            noisy_prob = torch.einsum("bk...,kn->bn...", F.softmax(logits, dim=1), t_c.to(logits.dtype))
+            log_prob = torch.log(noisy_prob.clamp_min(self.min_prob))
+        loss = F.nll_loss(log_prob, target, ignore_index=self.ignore_index, reduction="none")
+        if self.reduction == "none":
+            return loss
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss.sum() / (target != self.ignore_index).sum().clamp_min(1)
