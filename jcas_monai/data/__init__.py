@@ -1,1 +1,1 @@
-from .datalist import find_bundle_root, label_class_frequencies, load_split, prepare_datalist
+from .datalist import dataset_class_frequencies, find_bundle_root, load_split, prepare_datalist

@@ -12,16 +12,16 @@ with paths relative to the datalist's folder (or absolute).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
+import torch
 from monai.data import load_decathlon_datalist
 
 from .check import assert_valid_datalist
-from .io import IGNORE_INDEX, read_label
+from .io import IGNORE_INDEX
 
-__all__ = ["find_bundle_root", "prepare_datalist", "load_split", "label_class_frequencies"]
+__all__ = ["dataset_class_frequencies", "find_bundle_root", "load_split", "prepare_datalist"]
 
 
 def find_bundle_root(start: str | os.PathLike | None = None) -> str:
@@ -75,27 +75,17 @@ def load_split(datalist: str | os.PathLike, split: str) -> list[dict]:
     return load_decathlon_datalist(str(datalist), is_segmentation=True, data_list_key=split)
 
 
-def label_class_frequencies(
-    datalist: str | os.PathLike,
-    num_classes: int,
-    split: str = "training",
-    label_key: str = "label",
-    transform: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> list[float]:
-    """Fraction of each class over the valid (non-255) pixels of a split's labels.
+def dataset_class_frequencies(dataset: Sequence[Mapping], num_classes: int, label_key: str = "label") -> list[float]:
+    """Fraction of each class over the valid (non-255) pixels of a dataset's labels, as the network sees them.
 
     These are the ``N_m`` of the class->affinity closed form; JCAS estimates them from the noisy
-    training labels (method.md section 7, stage 0). ``transform`` is applied to each ``(H, W)`` label
-    first, so labels corrupted on the fly are counted as the network sees them.
+    training labels (method.md section 7, stage 0). Reading them from the training dataset itself
+    counts labels after resizing and after any label noise applied on the fly.
     """
-    counts = np.zeros(num_classes, dtype=np.float64)
-    for item in load_split(datalist, split):
-        label = read_label(item[label_key])
-        if transform is not None:
-            label = np.asarray(transform(label))
-        label = label[label != IGNORE_INDEX]
-        counts += np.bincount(label.ravel(), minlength=num_classes)[:num_classes]
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for item in dataset:
+        label = torch.as_tensor(item[label_key]).long().ravel()
+        counts += torch.bincount(label[label != IGNORE_INDEX], minlength=num_classes)[:num_classes].double()
     if counts.sum() == 0:
-        raise ValueError(f"{datalist}: split '{split}' has no labelled pixels")
+        raise ValueError("the training labels have no labelled pixels (every pixel is 255)")
     return (counts / counts.sum()).tolist()
-

@@ -56,9 +56,8 @@ def read_label(path: str | Path) -> np.ndarray:
     data = read_array(path)
     if data.ndim != 2:
         raise ValueError(f"{path}: a label must be a single-channel 2D map of class indices, got shape {data.shape}")
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-            raise ValueError(f"{path}: label values must be whole class indices")
+    if np.issubdtype(data.dtype, np.floating) and (not np.all(np.isfinite(data)) or np.any(data != np.round(data))):
+        raise ValueError(f"{path}: label values must be whole class indices")
     if data.min() < 0 or data.max() > IGNORE_INDEX:
         raise ValueError(f"{path}: label values must lie in 0..255, found {data.min()}..{data.max()}")
     return data.astype(np.uint8)

@@ -1,4 +1,7 @@
+from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save, latest_checkpoints
+from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .handlers import MetricsReport
 from .metrics import ProtocolMetric, protocol_metrics, protocol_scores
 from .prepare_batch import JCASPrepareBatch
-from .checkpoint import ResumeFromLatest, latest_checkpoints
+from .stages import JCASStages, StagePolyLR
+from .ntm_report import NTMReport

@@ -1,65 +1,145 @@
-"""Resuming a training run from its latest full checkpoint."""
+"""Crash-safe checkpoints: atomic writes, resuming from the newest readable state, keeping the best model.
+
+Every file is written to a temporary name in the same folder, flushed to disk and renamed, so a run
+killed at any moment leaves either the old file or the new one, never a truncated one under the real
+name. The same training command run again continues from the last completed epoch.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader
+from ignite.handlers import Checkpoint
 
-__all__ = ["ResumeFromLatest", "latest_checkpoints"]
+__all__ = ["atomic_save", "latest_checkpoints", "TrainingCheckpoint", "BestModelSaver"]
 
 _EPOCH = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
+_UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def latest_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
-    """Full-state checkpoints written by ``CheckpointSaver`` (``checkpoint_epoch=N.pt``), newest first."""
+    """Full-state checkpoints ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, newest first."""
     found = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob("checkpoint_epoch=*.pt") if (m := _EPOCH.search(p.name))]
     return [p for _, p in sorted(found, reverse=True)]
 
 
-class ResumeFromLatest:
-    """Restore the newest readable full checkpoint in ``ckpt_dir`` when the trainer starts.
+class TrainingCheckpoint:
+    """Save the full training state after every epoch and resume from it when the trainer starts.
 
-    The same training command run again after an interruption continues from the epoch, optimiser,
-    scheduler, network and loss (noise transition matrices) state of the last completed epoch. A
-    truncated or corrupt file is reported by path and the next older checkpoint is used; with no
-    checkpoint the run starts from scratch.
+    The trainer itself is added to ``save_dict`` as ``"trainer"`` when the handler is attached (so the
+    epoch count is restored). On start, the newest ``checkpoint_epoch=N.pt`` that loads is restored; an
+    unreadable one is reported by path and the next older one is tried.
 
     Args:
-        ckpt_dir: folder of the ``checkpoint_epoch=N.pt`` files.
-        load_dict: objects to restore, keyed as when saved (must include the trainer to resume epochs).
-        map_location: device to map the stored tensors to.
-        enabled: set ``False`` to always start from scratch.
+        ckpt_dir: folder of the checkpoints.
+        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimiser, scheduler, loss
+            with its noise transition matrices, stage and best-model trackers).
+        n_saved: how many recent checkpoints to keep (2 keeps a fallback).
+        resume: restore the newest checkpoint when the trainer starts (config key ``resume``).
+        map_location: device for the restored tensors.
     """
 
     def __init__(
         self,
         ckpt_dir: str | os.PathLike,
-        load_dict: Mapping[str, object],
+        save_dict: Mapping[str, object],
+        n_saved: int = 2,
+        resume: bool = True,
         map_location: str | torch.device | None = None,
-        enabled: bool = True,
     ) -> None:
-        self.ckpt_dir, self.load_dict, self.map_location, self.enabled = Path(ckpt_dir), dict(load_dict), map_location, enabled
+        self.ckpt_dir, self.save_dict, self.n_saved = Path(ckpt_dir), dict(save_dict), max(1, n_saved)
+        self.resume_enabled, self.map_location = resume, map_location
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        if self.enabled:
-            engine.add_event_handler(Events.STARTED, self)
+        self.save_dict.setdefault("trainer", engine)
+        if self.resume_enabled:
+            engine.add_event_handler(Events.STARTED, self.resume)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
-    def __call__(self, engine: Engine) -> None:
+    def save(self, engine: Engine) -> None:
+        atomic_save(
+            {name: obj.state_dict() for name, obj in self.save_dict.items()},
+            self.ckpt_dir / f"checkpoint_epoch={engine.state.epoch}.pt",
+        )
+        for old in latest_checkpoints(self.ckpt_dir)[self.n_saved :]:
+            old.unlink(missing_ok=True)
+
+    def resume(self, engine: Engine) -> None:
         for path in latest_checkpoints(self.ckpt_dir):
             try:
-                torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:  # a file cut short by a crash: report it and fall back to an older one
+                state = torch.load(path, map_location=self.map_location, weights_only=True)
+            except _UNREADABLE as err:
                 self.logger.warning(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one")
+                print(f"WARNING: checkpoint {path} is unreadable, falling back to an older one")
                 continue
-            CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location=self.map_location)(engine)
-            self.logger.info(f"resumed from {path} at epoch {engine.state.epoch}")
-            print(f"Resuming from {path} (epoch {engine.state.epoch} of {engine.state.max_epochs})")
+            max_epochs = engine.state.max_epochs
+            Checkpoint.load_objects(to_load=self.save_dict, checkpoint=state)
+            engine.state.max_epochs = max_epochs
+            if engine.state.epoch >= max_epochs:
+                print(f"{path}: training already finished ({engine.state.epoch} of {max_epochs} epochs)")
+            else:
+                print(f"Resuming from {path} (epoch {engine.state.epoch} of {max_epochs})")
             return
+
+
+class BestModelSaver:
+    """Keep the network weights of the best key metric as a plain state dict (``models/model.pt``).
+
+    Attach to the evaluator. A NaN metric never replaces a saved model. Its best score is a
+    ``state_dict`` so that it survives a resume when listed in :class:`TrainingCheckpoint`'s ``save_dict``.
+
+    Args:
+        network: the network whose ``state_dict`` is saved.
+        save_dir: destination folder.
+        filename: file name inside ``save_dir``.
+        enabled: a callable returning whether saving is active now (used by the stage schedule); always
+            active when ``None``.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_dir: str | os.PathLike,
+        filename: str = "model.pt",
+        enabled: Callable[[], bool] | None = None,
+    ) -> None:
+        self.network, self.path, self.enabled = network, Path(save_dir) / filename, enabled
+        self.best = -float("inf")
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.best = float(state["best"])
+
+    def __call__(self, engine: Engine) -> None:
+        if self.enabled is not None and not self.enabled():
+            return
+        metric = engine.state.metrics.get(engine.state.key_metric_name)
+        if metric is None or not float(metric) > self.best:
+            return
+        self.best = float(metric)
+        atomic_save(self.network.state_dict(), self.path)

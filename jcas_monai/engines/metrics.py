@@ -15,7 +15,7 @@ from monai.metrics import CumulativeIterationMetric
 
 from ..data.io import IGNORE_INDEX
 
-__all__ = ["protocol_scores", "ProtocolMetric", "protocol_metrics"]
+__all__ = ["ProtocolMetric", "protocol_metrics", "protocol_scores"]
 
 METRICS = ("dice", "jac")
 

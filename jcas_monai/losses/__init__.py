@@ -1,0 +1,11 @@
+from .affinity_loss import AffinityBCELoss
+from .calc import CALCLoss
+from .class_loss import ForwardCorrectedCELoss
+from .jcas_loss import JCASLoss
+from .ntm import (
+    NoiseTransitionMatrix,
+    class_frequencies,
+    class_to_affinity_ntm,
+    empirical_affinity_ntm,
+    empirical_class_ntm,
+)

@@ -21,7 +21,8 @@ class ForwardCorrectedCELoss(_Loss):
     The loss of a valid pixel is ``-log(clamp(softmax(logits) @ T_C, min=1e-8)[target])``; without
     ``t_c`` it is ``-log_softmax(logits)[target]``, i.e. ``F.cross_entropy(ignore_index=255)``. Logits
     whose spatial size differs from the target's (class heads at output stride 8, DAR on its grid) are
-    first upsampled bilinearly (``align_corners=False``) to the target size.
+    first upsampled bilinearly (``align_corners=False``) to the target size. The corrected path runs in
+    at least float32 with autocast disabled, so the ``1e-8`` floor is representable.
 
     Args:
         ignore_index: label value of pixels without supervision.
@@ -57,8 +58,10 @@ class ForwardCorrectedCELoss(_Loss):
         if t_c is None:
             log_prob = F.log_softmax(logits, dim=1)
         else:
-            noisy_prob = torch.einsum("bk...,kn->bn...", F.softmax(logits, dim=1), t_c.to(logits.dtype))
-            log_prob = torch.log(noisy_prob.clamp_min(self.min_prob))
+            with torch.autocast(device_type=logits.device.type, enabled=False):
+                prob = F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
+                noisy_prob = torch.einsum("bk...,kn->bn...", prob, t_c.to(prob.dtype))
+                log_prob = torch.log(noisy_prob.clamp_min(self.min_prob)).contiguous()
         loss = F.nll_loss(log_prob, target, ignore_index=self.ignore_index, reduction="none")
         if self.reduction == "none":
             return loss

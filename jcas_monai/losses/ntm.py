@@ -47,8 +47,14 @@ class NoiseTransitionMatrix(nn.Module):
     def __init__(self, num_classes: int, init: float = -2.0) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.weight = nn.Parameter(torch.full((num_classes, num_classes), float(init)))
+        self.init = float(init)
+        self.weight = nn.Parameter(torch.full((num_classes, num_classes), self.init))
         self.register_buffer("eye", torch.eye(num_classes), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """Fill ``w`` with its initial value again."""
+        with torch.no_grad():
+            self.weight.fill_(self.init)
 
     def forward(self) -> torch.Tensor:
         """Returns ``T``, ``(K, K)``, rows summing to 1."""
@@ -66,8 +72,10 @@ def class_to_affinity_ntm(t_c: torch.Tensor, class_freq: torch.Tensor) -> torch.
     - ``T(0, 1) = (sum_n (sum_m N_m T_C(m, n))^2 - S) / ((sum_m N_m)^2 - sum_m N_m^2)``;
     - ``T(1, 0) = 1 - T(1, 1)``, ``T(0, 0) = 1 - T(0, 1)``.
 
-    Ordered pairs with self-pairs included. When ``T_C`` is the empirical NTM of a clean/noisy pair of
-    maps and ``N_m`` their clean class counts, this equals :func:`empirical_affinity_ntm` exactly. A row
+    Ordered pairs with self-pairs included. When ``T_C`` is the empirical NTM of one clean/noisy pair of
+    maps and ``N_m`` its clean class counts (over pixels valid in both maps), this equals
+    :func:`empirical_affinity_ntm` of that map exactly. Over several maps it treats all pixels as one
+    pool, whereas :func:`empirical_affinity_ntm` counts pairs within each map only. A row
     without pairs (no different-class pairs when a single class occurs; no pairs at all when
     ``class_freq`` is all zero) is the identity row, as in :func:`empirical_affinity_ntm`.
 

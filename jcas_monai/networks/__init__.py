@@ -1,3 +1,3 @@
-from .dar import DAR
 from .backbones import DeepLabV2, load_imagenet_weights
+from .dar import DAR, normalized_affinity_features
 from .jcas_net import AffinityHead, ClassHead, JCASNet

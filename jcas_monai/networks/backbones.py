@@ -77,6 +77,10 @@ class DeepLabV2(nn.Module):
         width: channels of the stem and of ``layer1`` (64 in a standard ResNet). Smaller values give a
             light encoder for CPU training; ImageNet weights need the standard 64.
         freeze_bn_affine: keep BatchNorm weight and bias fixed (the DeepLab-v2 recipe).
+        frozen_stages: number of leading stages not optimised: 0 none, 1 the stem, 2 the stem and layer1,
+            3 up to layer2 (the authors' JCAS code trains layer3, layer4 and the heads only).
+        pretrained_weights: a user-supplied ImageNet ResNet state dict file (see
+            :func:`load_imagenet_weights`); nothing is downloaded.
 
     Forward:
         ``x`` of shape ``(B, in_channels, H, W)`` -> list ``[layer1, layer2, layer3, layer4]`` with
@@ -84,7 +88,15 @@ class DeepLabV2(nn.Module):
         ``feature_channels`` gives their channel counts.
     """
 
-    def __init__(self, depth: int = 101, in_channels: int = 3, width: int = 64, freeze_bn_affine: bool = False):
+    def __init__(
+        self,
+        depth: int = 101,
+        in_channels: int = 3,
+        width: int = 64,
+        freeze_bn_affine: bool = False,
+        frozen_stages: int = 0,
+        pretrained_weights: str | Path | None = None,
+    ) -> None:
         super().__init__()
         if depth not in _LAYOUTS:
             raise ValueError(f"DeepLabV2 depth must be one of {sorted(_LAYOUTS)}, got {depth}")
@@ -104,11 +116,17 @@ class DeepLabV2(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if pretrained_weights:
+            load_imagenet_weights(self, pretrained_weights)
         if freeze_bn_affine:
             for m in self.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.weight.requires_grad_(False)
                     m.bias.requires_grad_(False)
+        stages = [(self.conv1, self.bn1), (self.layer1,), (self.layer2,), (self.layer3,)]
+        for stage in stages[:frozen_stages]:
+            for module in stage:
+                module.requires_grad_(False)
 
     def _make_layer(self, block: type, ch: int, n: int, stride: int, dilation: int) -> nn.Sequential:
         downsample = None

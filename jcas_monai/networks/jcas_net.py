@@ -17,7 +17,7 @@ from torch import nn
 
 from .dar import DAR
 
-__all__ = ["ClassHead", "AffinityHead", "JCASNet"]
+__all__ = ["AffinityHead", "ClassHead", "JCASNet"]
 
 
 class ClassHead(nn.Module):

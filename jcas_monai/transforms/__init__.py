@@ -1,3 +1,4 @@
+from .affinity import AffinityLabel, AffinityLabeld
 from .format import As2D, As2Dd
 from .noise import (
     AsymmetricNoise,
@@ -6,6 +7,7 @@ from .noise import (
     EllipseNoised,
     SymmetricNoise,
     SymmetricNoised,
+    label_noise_transforms,
     noise_transform,
 )
 from .save import SaveLabelMap, SaveLabelMapd

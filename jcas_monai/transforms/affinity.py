@@ -9,6 +9,7 @@ affinity loss forms the pair labels ``A_ij = Y_i . Y_j`` one chunk of rows at a 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class AffinityLabel(Transform):
             ``ignore_index`` (the message names the value).
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, num_classes: int, grid_size: int | Sequence[int], ignore_index: int = 255) -> None:
         self.num_classes = num_classes
@@ -54,7 +55,9 @@ class AffinityLabel(Transform):
     def __call__(self, label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         lab = convert_to_tensor(label, track_meta=False)
         if lab.ndim != 3 or lab.shape[0] != 1:
-            raise ValueError(f"AffinityLabel: expected a channel-first label (1, H, W), got {tuple(lab.shape)}")
+            raise ValueError(
+                f"AffinityLabel: expected a channel-first label (1, H, W), got {tuple(lab.shape)}"
+            )
         values = torch.unique(lab)
         bad = values[(values != self.ignore_index) & ((values < 0) | (values >= self.num_classes))]
         if bad.numel() > 0:
@@ -83,7 +86,7 @@ class AffinityLabeld(MapTransform):
         ValueError: ``output_key`` does not name one output per key.
     """
 
-    backend = AffinityLabel.backend
+    backend: ClassVar[list[TransformBackends]] = AffinityLabel.backend
 
     def __init__(
         self,

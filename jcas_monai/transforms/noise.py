@@ -42,6 +42,7 @@ __all__ = [
     "SymmetricNoise",
     "SymmetricNoised",
     "image_seed",
+    "label_noise_transforms",
     "noise_transform",
 ]
 
@@ -179,12 +180,13 @@ class AsymmetricNoise(_FlipNoise):
     ) -> np.ndarray:
         if mapping is None:
             return np.roll(np.eye(num_classes), 1, axis=1)
-        m = np.asarray(mapping, dtype=np.float64)
+        try:
+            m = np.asarray(mapping, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"mapping must be a sequence of classes or a flip matrix ({err})") from err
         if m.shape == (num_classes,):
             if np.any(m != np.round(m)) or m.min() < 0 or m.max() >= num_classes:
-                raise ValueError(
-                    f"mapping must hold class indices in 0..{num_classes - 1}, got {list(mapping)}"
-                )
+                raise ValueError(f"mapping must hold class indices in 0..{num_classes - 1}, got {m.tolist()}")
             return np.eye(num_classes)[m.astype(np.int64)]
         if m.shape != (num_classes, num_classes):
             raise ValueError(
@@ -335,8 +337,10 @@ class _LabelNoised(RandomizableTransform, MapTransform):
         seed: int,
         prob: float,
         allow_missing_keys: bool,
+        clean_key: str | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
+        self.clean_key = clean_key
         RandomizableTransform.__init__(self, prob)
         self.noise = noise
         self.seed_key = seed_key
@@ -376,6 +380,8 @@ class _LabelNoised(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         for key in self.key_iterator(d):
+            if self.clean_key is not None and self.clean_key not in d:
+                d[self.clean_key] = d[key]
             d[key] = self.noise(d[key])
         return d
 
@@ -398,6 +404,8 @@ class EllipseNoised(_LabelNoised):
         seed: base seed combined with the image name when ``seed_key`` is set.
         prob: probability that an image is corrupted at all.
         allow_missing_keys: don't raise an exception if a key is missing.
+        clean_key: when set and absent from the data, the uncorrupted label is kept under this key (so
+            the clean label stays known for measuring the noise, e.g. ``"clean_label"``).
     """
 
     def __init__(
@@ -410,9 +418,10 @@ class EllipseNoised(_LabelNoised):
         seed: int = 0,
         prob: float = 1.0,
         allow_missing_keys: bool = False,
+        clean_key: str | None = None,
     ) -> None:
         noise = EllipseNoise(scale_jitter, angle_jitter, num_classes)
-        super().__init__(keys, noise, seed_key, seed, prob, allow_missing_keys)
+        super().__init__(keys, noise, seed_key, seed, prob, allow_missing_keys, clean_key)
 
 
 class SymmetricNoised(_LabelNoised):
@@ -432,6 +441,8 @@ class SymmetricNoised(_LabelNoised):
         seed: base seed combined with the image name when ``seed_key`` is set.
         prob: probability that an image is corrupted at all.
         allow_missing_keys: don't raise an exception if a key is missing.
+        clean_key: when set and absent from the data, the uncorrupted label is kept under this key (so
+            the clean label stays known for measuring the noise, e.g. ``"clean_label"``).
     """
 
     def __init__(
@@ -443,8 +454,10 @@ class SymmetricNoised(_LabelNoised):
         seed: int = 0,
         prob: float = 1.0,
         allow_missing_keys: bool = False,
+        clean_key: str | None = None,
     ) -> None:
-        super().__init__(keys, SymmetricNoise(num_classes, rate), seed_key, seed, prob, allow_missing_keys)
+        noise = SymmetricNoise(num_classes, rate)
+        super().__init__(keys, noise, seed_key, seed, prob, allow_missing_keys, clean_key)
 
 
 class AsymmetricNoised(_LabelNoised):
@@ -465,6 +478,8 @@ class AsymmetricNoised(_LabelNoised):
         seed: base seed combined with the image name when ``seed_key`` is set.
         prob: probability that an image is corrupted at all.
         allow_missing_keys: don't raise an exception if a key is missing.
+        clean_key: when set and absent from the data, the uncorrupted label is kept under this key (so
+            the clean label stays known for measuring the noise, e.g. ``"clean_label"``).
     """
 
     def __init__(
@@ -477,6 +492,42 @@ class AsymmetricNoised(_LabelNoised):
         seed: int = 0,
         prob: float = 1.0,
         allow_missing_keys: bool = False,
+        clean_key: str | None = None,
     ) -> None:
         noise = AsymmetricNoise(num_classes, rate, mapping)
-        super().__init__(keys, noise, seed_key, seed, prob, allow_missing_keys)
+        super().__init__(keys, noise, seed_key, seed, prob, allow_missing_keys, clean_key)
+
+
+def label_noise_transforms(
+    kind: str,
+    keys: KeysCollection,
+    num_classes: int,
+    rate: float = 0.5,
+    seed: int = 0,
+    seed_key: str | None = "image",
+    clean_key: str | None = "clean_label",
+) -> list[_LabelNoised]:
+    """The dictionary noise transform a training config asks for, as a list to splice into a pipeline.
+
+    Args:
+        kind: config key ``noise_kind``: ``"none"`` (clean labels, empty list) or one of :data:`NOISE_KINDS`.
+        keys: label keys to corrupt.
+        num_classes: number of classes ``K``.
+        rate: config key ``noise_rate`` (symmetric and asymmetric noise).
+        seed: config key ``noise_seed``; each image's noise is seeded by it and the image's file name.
+        seed_key: key naming the image (see :class:`SymmetricNoised`).
+        clean_key: key under which the uncorrupted label is kept (when not already present).
+
+    Raises:
+        ValueError: unknown ``kind``, naming the config key and the allowed values.
+    """
+    common = {"keys": keys, "seed_key": seed_key, "seed": seed, "clean_key": clean_key}
+    if kind == "none":
+        return []
+    if kind == "ellipse":
+        return [EllipseNoised(num_classes=num_classes, **common)]
+    if kind == "symmetric":
+        return [SymmetricNoised(num_classes=num_classes, rate=rate, **common)]
+    if kind == "asymmetric":
+        return [AsymmetricNoised(num_classes=num_classes, rate=rate, **common)]
+    raise ValueError(f"config key 'noise_kind' is {kind!r}; allowed: none, {', '.join(NOISE_KINDS)}")

@@ -8,7 +8,7 @@ from jcas_monai.networks import DAR, DeepLabV2, JCASNet, load_imagenet_weights
 def _net(**kw):
     torch.manual_seed(0)
     backbone = DeepLabV2(depth=18, in_channels=3, width=8)
-    args = dict(affinity_channels=(8, 16), grid_size=(6, 8), eval_grid_size=(4, 5), head_dilations=(1, 2))
+    args = {"affinity_channels": (8, 16), "grid_size": (6, 8), "eval_grid_size": (4, 5), "head_dilations": (1, 2)}
     return JCASNet(backbone, num_classes=4, **{**args, **kw})
 
 
@@ -38,7 +38,7 @@ def test_eval_output_is_the_test_time_combination():
         q = net.class_heads["main"](feat)
         aff = F.interpolate(net.affinity_heads["main"](feat), size=(4, 5), mode="bilinear")
         p_dar = DAR()(F.interpolate(q, size=(4, 5), mode="bilinear"), aff)
-        up = lambda t: F.interpolate(t, size=(48, 64), mode="bilinear")  # noqa: E731
+        up = lambda t: F.interpolate(t, size=(48, 64), mode="bilinear")
         expected = (up(p_dar).softmax(1) + up(q).softmax(1)) / 2
     assert out.shape == (2, 4, 48, 64)
     assert torch.allclose(out.exp(), expected, atol=1e-6)

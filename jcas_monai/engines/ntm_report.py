@@ -1,0 +1,122 @@
+"""Logging the learned noise transition matrices and comparing them with the true ones when known."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from ..losses.ntm import class_to_affinity_ntm
+from ..noise.report import NoiseStats
+
+__all__ = ["NTMReport"]
+
+
+class NTMReport:
+    """Log ``T_C`` and ``T_A`` of a :class:`~jcas_monai.losses.JCASLoss` and write them at the end of training.
+
+    Each epoch the matrix entries go to TensorBoard (``T_C/<clean>-><noisy>``, ``T_A/<clean>-><noisy>``).
+    When training completes, ``<output_dir>/ntm/ntm.json`` holds the learned ``T_C``, ``T_A`` and the
+    closed form ``T_{C->A}`` of the learned ``T_C``; when the training items carry their clean label
+    (``clean_key``), the empirical matrices counted over the training set stand beside them.
+    ``ntm.png`` shows them as heatmaps. The matrices themselves are part of every checkpoint (the loss's
+    state dict).
+
+    Args:
+        loss: the JCAS loss holding ``t_c``, ``t_a`` and ``class_freq``.
+        output_dir: run folder; files go to its ``ntm`` subfolder.
+        class_names: names of the classes, background first.
+        dataset: training dataset, scanned for items with both ``label_key`` and ``clean_key``.
+        log_dir: TensorBoard folder; no TensorBoard logging when ``None``.
+    """
+
+    def __init__(
+        self,
+        loss: torch.nn.Module,
+        output_dir: str | os.PathLike,
+        class_names: Sequence[str],
+        dataset: Sequence[dict] | None = None,
+        log_dir: str | os.PathLike | None = None,
+        label_key: str = "label",
+        clean_key: str = "clean_label",
+    ) -> None:
+        self.loss, self.out = loss, Path(output_dir) / "ntm"
+        self.class_names, self.dataset = list(class_names), dataset
+        self.log_dir, self.label_key, self.clean_key = log_dir, label_key, clean_key
+        self._writer = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.log_dir is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.log)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    @torch.no_grad()
+    def learned(self) -> dict[str, list]:
+        """The learned matrices and the closed form of the learned ``T_C`` (needs ``class_freq``)."""
+        t_c, t_a = self.loss.t_c().double().cpu(), self.loss.t_a().double().cpu()
+        out = {"T_C": t_c.tolist(), "T_A": t_a.tolist()}
+        if self.loss.class_freq is not None:
+            out["T_C_to_A"] = class_to_affinity_ntm(t_c, self.loss.class_freq.double().cpu()).tolist()
+        return out
+
+    def empirical(self) -> dict | None:
+        """Matrices counted over the training items that keep their clean label, or ``None``."""
+        if self.dataset is None:
+            return None
+        stats = NoiseStats(len(self.class_names))
+        for item in self.dataset:
+            if self.clean_key in item:
+                stats.add(np.asarray(item[self.clean_key]), np.asarray(item[self.label_key]))
+        return stats.summary() if stats.num_images else None
+
+    def log(self, engine: Engine) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        learned = self.learned()
+        pairs = {"T_C": self.class_names, "T_A": ["different", "same"]}
+        for name, labels in pairs.items():
+            for i, row in enumerate(learned[name]):
+                for j, value in enumerate(row):
+                    self._writer.add_scalar(f"{name}/{labels[i]}->{labels[j]}", value, engine.state.epoch)
+        self._writer.flush()
+
+    def write(self, engine: Engine | None = None) -> Path:
+        report = {"class_names": self.class_names, "learned": self.learned(), "empirical": self.empirical()}
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "ntm.json"
+        path.write_text(json.dumps(report, indent=2))
+        self._heatmaps(report)
+        print(f"noise transition matrices written to {path}")
+        return path
+
+    def _heatmaps(self, report: dict) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [("learned", "T_C"), ("learned", "T_A")]
+        if report["empirical"] is not None:
+            panels += [("empirical", "T_C"), ("empirical", "T_A")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+        for ax, (source, name) in zip(axes[0], panels):
+            matrix = np.asarray(report[source][name])
+            labels = self.class_names if name == "T_C" else ["diff", "same"]
+            ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+            for (i, j), v in np.ndenumerate(matrix):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
+            ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.set_title(f"{source} {name}", fontsize=9)
+            ax.set_xlabel("noisy")
+            ax.set_ylabel("clean")
+        fig.tight_layout()
+        fig.savefig(self.out / "ntm.png", dpi=110)
+        plt.close(fig)

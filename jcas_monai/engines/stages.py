@@ -1,0 +1,111 @@
+"""The two JCAS training stages in one run (method.md section 7).
+
+Stage 1 (warm-up) trains the network with the affinity loss and DAR but no matrix correction. Stage 2
+(JCAS) starts from the best warm-up weights with fresh noise transition matrices and switches on the
+forward correction, the CALC term and the stage-2 log-det weight. The learning rate restarts its poly
+decay at the stage boundary. The stage is derived from the epoch number, so a resumed run lands in the
+right stage without extra state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+from ignite.engine import Engine, Events
+
+from .checkpoint import BestModelSaver
+
+__all__ = ["JCASStages", "StagePolyLR"]
+
+
+class StagePolyLR:
+    """Learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR``: poly decay restarted at each stage.
+
+    ``factor(e) = (1 - (e - start) / length) ** power`` where ``start`` and ``length`` are those of the
+    stage containing epoch ``e`` (0-based, as ``LambdaLR`` counts). Picklable, so the scheduler state
+    goes into checkpoints.
+
+    Args:
+        warmup_epochs: length of stage 1 (0 for a single-stage run).
+        max_epochs: total epochs of both stages.
+        power: poly exponent (0.9 in DeepLab and JCAS).
+    """
+
+    def __init__(self, warmup_epochs: int, max_epochs: int, power: float = 0.9) -> None:
+        self.warmup_epochs, self.max_epochs, self.power = warmup_epochs, max_epochs, power
+
+    def __call__(self, epoch: int) -> float:
+        start, length = (0, self.warmup_epochs) if epoch < self.warmup_epochs else (self.warmup_epochs, self.max_epochs - self.warmup_epochs)
+        return max(0.0, 1.0 - (epoch - start) / max(length, 1)) ** self.power
+
+
+class JCASStages:
+    """Switch a :class:`~jcas_monai.losses.JCASLoss` from the warm-up to the JCAS stage.
+
+    Attach to the trainer. While in stage 1 it keeps the best weights by the evaluator's key metric in
+    ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
+    the matrices, clears the optimiser's running state and applies ``stage2`` to the loss. Its own state
+    (the best warm-up metric) is part of the checkpoint through ``state_dict``.
+
+    Args:
+        loss: the JCAS loss; ``stage2`` entries are set as its attributes.
+        network: the network whose weights are kept and restored.
+        optimizer: optimiser whose per-parameter state (momentum) is cleared at the switch.
+        evaluator: validation engine providing the key metric.
+        warmup_epochs: length of stage 1; ``0`` starts directly in stage 2 (no warm-up).
+        stage2: loss settings of stage 2, e.g. ``{"class_correction": true, "affinity_correction": true,
+            "logdet_weight": 0.5, "calc_weight": 0.01}``.
+        save_dir: folder of ``warmup_model.pt``.
+    """
+
+    def __init__(
+        self,
+        loss: torch.nn.Module,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        evaluator: Engine,
+        warmup_epochs: int,
+        stage2: Mapping[str, object],
+        save_dir: str | os.PathLike,
+    ) -> None:
+        unknown = [k for k in stage2 if not hasattr(loss, k)]
+        if unknown:
+            raise ValueError(f"stage2 sets {unknown}, which {type(loss).__name__} does not have (config key 'stage2')")
+        self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
+        self.warmup_epochs = int(warmup_epochs)
+        self.stage2 = dict(stage2)
+        self.stage = 1
+        self.warmup_best = BestModelSaver(network, save_dir, "warmup_model.pt", enabled=lambda: self.stage == 1)
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        self.warmup_best.attach(self.evaluator)
+
+    def state_dict(self) -> dict:
+        return self.warmup_best.state_dict()
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.warmup_best.load_state_dict(state)
+
+    def epoch_started(self, engine: Engine) -> None:
+        if self.stage == 2 or engine.state.epoch <= self.warmup_epochs:
+            return
+        if engine.state.epoch == self.warmup_epochs + 1 and self.warmup_epochs > 0:
+            self._start_jcas_stage()
+        for key, value in self.stage2.items():
+            setattr(self.loss, key, value)
+        self.stage = 2
+        print(f"Epoch {engine.state.epoch}: JCAS stage (loss correction {self.stage2})")
+
+    def _start_jcas_stage(self) -> None:
+        path = self.warmup_best.path
+        if path.is_file():
+            device = next(self.network.parameters()).device
+            self.network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            print(f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})")
+        self.loss.reset_matrices()
+        self.optimizer.state.clear()
