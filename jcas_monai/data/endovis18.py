@@ -338,6 +338,8 @@ def prepare_endovis18(
     val_seqs: list[int] = []
     if val_sequences is not None:
         val_seqs = sorted({int(s) for s in val_sequences})
+        if not val_seqs:
+            raise ValueError("validation sequences: none given")
         not_train = [s for s in val_seqs if s not in TRAIN_SEQUENCES]
         if not_train:
             raise ValueError(
@@ -347,7 +349,7 @@ def prepare_endovis18(
         absent = [s for s in val_seqs if s not in found]
         if absent:
             raise ValueError(f"{root}: validation sequence(s) {_fmt_seqs(absent)} not found")
-        if not val_seqs or set(train_found) <= set(val_seqs):
+        if set(train_found) <= set(val_seqs):
             raise ValueError(f"validation sequences {_fmt_seqs(val_seqs)} would leave no training sequence")
 
     frames: dict[int, list[_Frame]] = {}
