@@ -210,8 +210,8 @@ def _instrument(
     bend = np.deg2rad(rng.uniform(-30, 30))
     wrist_dir = _rot(direction, bend / 2)
     jaw_dir = _rot(direction, bend)
-    wrist_len = rng.uniform(1.0, 1.5) * width
-    wrist_hw = rng.uniform(0.4, 0.46) * width
+    wrist_len = rng.uniform(1.4, 2.0) * width
+    wrist_hw = rng.uniform(0.42, 0.48) * width
     start = pivot - wrist_dir * wrist_len
     light = rng.uniform(-0.5, 0.5)
     reflection = env * rng.uniform(0.05, 0.3)
@@ -242,8 +242,8 @@ def _instrument(
     # clasper: two tapered jaws rotated about the pivot by half the opening angle each; their roots overlap
     # behind the pivot and cover the end of the wrist
     opening = np.deg2rad(rng.uniform(0, 50))
-    jaw_len = rng.uniform(1.5, 2.5) * width
-    jaw_hw = rng.uniform(0.24, 0.3) * width
+    jaw_len = rng.uniform(2.0, 2.8) * width
+    jaw_hw = rng.uniform(0.28, 0.34) * width
     tip_hw = jaw_hw * rng.uniform(0.5, 0.75)
     jaw_base = _metal(rng, 0.25, (60, 105), (105, 185))
     grooves = rng.random() < 0.6
