@@ -15,11 +15,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
 from monai.data import load_decathlon_datalist
 
+from ..losses.ntm import class_frequencies
 from .check import assert_valid_datalist
-from .io import IGNORE_INDEX
 
 __all__ = ["dataset_class_frequencies", "find_bundle_root", "load_split", "prepare_datalist"]
 
@@ -82,10 +81,7 @@ def dataset_class_frequencies(dataset: Sequence[Mapping], num_classes: int, labe
     training labels (method.md section 7, stage 0). Reading them from the training dataset itself
     counts labels after resizing and after any label noise applied on the fly.
     """
-    counts = torch.zeros(num_classes, dtype=torch.float64)
-    for item in dataset:
-        label = torch.as_tensor(item[label_key]).long().ravel()
-        counts += torch.bincount(label[label != IGNORE_INDEX], minlength=num_classes)[:num_classes].double()
-    if counts.sum() == 0:
+    freq = class_frequencies([item[label_key] for item in dataset], num_classes)
+    if freq.sum() == 0:
         raise ValueError("the training labels have no labelled pixels (every pixel is 255)")
-    return (counts / counts.sum()).tolist()
+    return freq.tolist()

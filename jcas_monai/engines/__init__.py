@@ -2,6 +2,6 @@ from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save, latest_
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .handlers import MetricsReport
 from .metrics import ProtocolMetric, protocol_metrics, protocol_scores
+from .ntm_report import NTMReport
 from .prepare_batch import JCASPrepareBatch
 from .stages import JCASStages, StagePolyLR
-from .ntm_report import NTMReport

@@ -18,7 +18,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-__all__ = ["atomic_save", "latest_checkpoints", "TrainingCheckpoint", "BestModelSaver"]
+__all__ = ["BestModelSaver", "TrainingCheckpoint", "atomic_save", "latest_checkpoints"]
 
 _EPOCH = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 _UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)

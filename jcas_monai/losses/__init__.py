@@ -8,4 +8,5 @@ from .ntm import (
     class_to_affinity_ntm,
     empirical_affinity_ntm,
     empirical_class_ntm,
+    pair_counts,
 )

@@ -26,6 +26,7 @@ __all__ = [
     "class_to_affinity_ntm",
     "empirical_affinity_ntm",
     "empirical_class_ntm",
+    "pair_counts",
 ]
 
 LabelMaps = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
@@ -201,17 +202,31 @@ def empirical_affinity_ntm(
     """
     counts = torch.zeros(2, 2, dtype=torch.int64)
     for joint in _joint_histograms(clean, noisy, num_classes, ignore_index, "empirical_affinity_ntm"):
-        same_both = (joint**2).sum()
-        same_clean = (joint.sum(dim=1) ** 2).sum()
-        same_noisy = (joint.sum(dim=0) ** 2).sum()
-        total = joint.sum() ** 2
-        counts += torch.stack(
-            [
-                torch.stack([total - same_clean - same_noisy + same_both, same_noisy - same_both]),
-                torch.stack([same_clean - same_both, same_both]),
-            ]
-        )
+        counts += pair_counts(joint)
     return _row_normalise(counts)
+
+
+def pair_counts(joint: torch.Tensor) -> torch.Tensor:
+    """Ordered pixel pairs of one map by clean and noisy relation, from its joint class histogram.
+
+    Args:
+        joint: ``(K, K)`` integer counts ``n_ab`` of valid pixels with clean class ``a`` and noisy ``b``.
+
+    Returns:
+        ``(2, 2)`` int64 pair counts, rows clean, columns noisy, index 1 = same class, self-pairs
+        included (see :func:`empirical_affinity_ntm` for the identities).
+    """
+    joint = torch.as_tensor(joint, dtype=torch.int64)
+    same_both = (joint**2).sum()
+    same_clean = (joint.sum(dim=1) ** 2).sum()
+    same_noisy = (joint.sum(dim=0) ** 2).sum()
+    total = joint.sum() ** 2
+    return torch.stack(
+        [
+            torch.stack([total - same_clean - same_noisy + same_both, same_noisy - same_both]),
+            torch.stack([same_clean - same_both, same_both]),
+        ]
+    )
 
 
 def class_frequencies(labels: LabelMaps, num_classes: int, ignore_index: int = 255) -> torch.Tensor:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from jcas_monai.data.io import IGNORE_INDEX, read_label
-from jcas_monai.losses.ntm import class_to_affinity_ntm
+from jcas_monai.losses.ntm import class_to_affinity_ntm, pair_counts
 
 from ._datalist import class_names, infer_num_classes, labelled_item, load_datalist, resolve, split_items
 
@@ -85,18 +85,8 @@ class NoiseStats:
                 )
         valid = (clean != IGNORE_INDEX) & (noisy != IGNORE_INDEX)
         joint = np.bincount(clean[valid] * k + noisy[valid], minlength=k * k).reshape(k, k)
-        same_both = int((joint**2).sum())
-        same_clean = int((joint.sum(axis=1) ** 2).sum())
-        same_noisy = int((joint.sum(axis=0) ** 2).sum())
-        total = int(joint.sum()) ** 2
         self.joint += joint
-        self.pairs += np.array(
-            [
-                [total - same_clean - same_noisy + same_both, same_noisy - same_both],
-                [same_clean - same_both, same_both],
-            ],
-            dtype=np.int64,
-        )
+        self.pairs += pair_counts(torch.from_numpy(joint)).numpy()
         self.num_images += 1
         self.ignore_pixels += int(valid.size - valid.sum())
 
