@@ -35,6 +35,17 @@ def bundle_run(run_id: str, configs: list[str], **overrides) -> None:
     run(run_id, config_file=configs, bundle_root=str(BUNDLE), **overrides)
 
 
+def bundle_workflow(run_id: str, configs: list[str], **overrides):
+    """Like :func:`bundle_run`, but return the finished ``ConfigWorkflow`` so that a test can inspect the
+    objects it built (``workflow.parser.get_parsed_content("loss")``)."""
+    from monai.bundle.scripts import create_workflow
+
+    workflow = create_workflow(config_file=configs, run_id=run_id, bundle_root=str(BUNDLE), **overrides)
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A synthetic dataset of 8 / 4 / 4 frames at 64 x 80; returns its folder."""

@@ -83,8 +83,17 @@ class CheckReport:
         """Raise :class:`DatasetError` listing every error, if there is any."""
         if self.errors:
             lines = "\n".join(f"  {err}" for err in self.errors)
+            hint = ""
+            k = self.num_classes
+            out_of_range = [v for v in self.label_values if k is not None and k <= v != IGNORE_INDEX]
+            if out_of_range:
+                hint = (
+                    f"\nThe labels hold values {_fmt_values(out_of_range)}, but num_classes is {k} "
+                    f"(allowed label values 0..{k - 1} and {IGNORE_INDEX}): set the config key "
+                    "'num_classes' (and 'class_names') to match the dataset."
+                )
             raise DatasetError(
-                f"{self.datalist}: dataset check failed with {len(self.errors)} error(s):\n{lines}"
+                f"{self.datalist}: dataset check failed with {len(self.errors)} error(s):\n{lines}{hint}"
             )
 
 

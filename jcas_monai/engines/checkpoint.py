@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["BestModelSaver", "TrainingCheckpoint", "atomic_save", "latest_checkpoints"]
 
@@ -42,12 +43,25 @@ def latest_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def _keep_schedule(schedule: LambdaLR, settings: list[dict]) -> None:
+    """Put back the configured settings of a restored ``LambdaLR``'s factor objects (the checkpoint
+    carries those of the run that wrote it, e.g. its ``max_epochs``) and set the learning rates of the
+    restored epoch from them, so that a run resumed with more epochs follows the new schedule."""
+    for fn, attrs in zip(schedule.lr_lambdas, settings):
+        vars(fn).update(attrs)
+    groups = schedule.optimizer.param_groups
+    for group, base_lr, fn in zip(groups, schedule.base_lrs, schedule.lr_lambdas):
+        group["lr"] = base_lr * fn(schedule.last_epoch)
+    schedule._last_lr = [group["lr"] for group in groups]
+
+
 class TrainingCheckpoint:
     """Save the full training state after every epoch and resume from it when the trainer starts.
 
     The trainer itself is added to ``save_dict`` as ``"trainer"`` when the handler is attached (so the
     epoch count is restored). On start, the newest ``checkpoint_epoch=N.pt`` that loads is restored; an
-    unreadable one is reported by path and the next older one is tried.
+    unreadable one is reported by path and the next older one is tried. A ``LambdaLR`` keeps the
+    configured schedule (the run may now have more epochs) with the restored epoch count.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -56,6 +70,8 @@ class TrainingCheckpoint:
         n_saved: how many recent checkpoints to keep (2 keeps a fallback).
         resume: restore the newest checkpoint when the trainer starts (config key ``resume``).
         map_location: device for the restored tensors.
+        save: write checkpoints; ``False`` on the DDP ranks other than 0, which only resume
+            (``bundle/configs/multi_gpu_train.json``).
     """
 
     def __init__(
@@ -65,16 +81,28 @@ class TrainingCheckpoint:
         n_saved: int = 2,
         resume: bool = True,
         map_location: str | torch.device | None = None,
+        save: bool = True,
     ) -> None:
         self.ckpt_dir, self.save_dict, self.n_saved = Path(ckpt_dir), dict(save_dict), max(1, n_saved)
-        self.resume_enabled, self.map_location = resume, map_location
+        self.resume_enabled, self.map_location, self.save_enabled = resume, map_location, save
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
         self.save_dict.setdefault("trainer", engine)
         if self.resume_enabled:
             engine.add_event_handler(Events.STARTED, self.resume)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        if self.save_enabled:
+            engine.add_event_handler(Events.STARTED, self._save_last)
+
+    def _save_last(self, engine: Engine) -> None:
+        """Register :meth:`save` when the run starts, after every other handler was attached, so that it
+        runs after the other end-of-epoch handlers (validation, best model, learning-rate step): the
+        checkpoint then holds exactly the state the next epoch starts from. Temporary files left by a
+        killed run are removed."""
+        for stale in self.ckpt_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        if not engine.has_event_handler(self.save, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
         atomic_save(
@@ -93,8 +121,12 @@ class TrainingCheckpoint:
                 print(f"WARNING: checkpoint {path} is unreadable, falling back to an older one")
                 continue
             max_epochs = engine.state.max_epochs
+            schedules = [s for s in self.save_dict.values() if isinstance(s, LambdaLR)]
+            settings = [[dict(vars(fn)) for fn in s.lr_lambdas] for s in schedules]
             Checkpoint.load_objects(to_load=self.save_dict, checkpoint=state)
             engine.state.max_epochs = max_epochs
+            for schedule, configured in zip(schedules, settings):
+                _keep_schedule(schedule, configured)
             if engine.state.epoch >= max_epochs:
                 print(f"{path}: training already finished ({engine.state.epoch} of {max_epochs} epochs)")
             else:

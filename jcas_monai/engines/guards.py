@@ -42,7 +42,7 @@ class NonFiniteLossGuard:
 
     def bad_terms(self) -> list[str]:
         terms = getattr(self.loss, "last_terms", {}) or {}
-        return [name for name, value in terms.items() if not math.isfinite(float(value))]
+        return [name for name, value in terms.items() if name != "total" and not math.isfinite(float(value))]
 
     def __call__(self, engine: Engine) -> None:
         loss = engine.state.output[Keys.LOSS]

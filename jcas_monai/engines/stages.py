@@ -59,6 +59,8 @@ class JCASStages:
         stage2: loss settings of stage 2, e.g. ``{"class_correction": true, "affinity_correction": true,
             "logdet_weight": 0.5, "calc_weight": 0.01}``.
         save_dir: folder of ``warmup_model.pt``.
+        save: keep ``warmup_model.pt`` up to date; ``False`` on the DDP ranks other than 0, which read the
+            file rank 0 writes (``bundle/configs/multi_gpu_train.json``).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class JCASStages:
         warmup_epochs: int,
         stage2: Mapping[str, object],
         save_dir: str | os.PathLike,
+        save: bool = True,
     ) -> None:
         unknown = [k for k in stage2 if not hasattr(loss, k)]
         if unknown:
@@ -77,13 +80,14 @@ class JCASStages:
         self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
         self.warmup_epochs = int(warmup_epochs)
         self.stage2 = dict(stage2)
-        self.stage = 1
+        self.stage, self.save = 1, save
         self.warmup_best = BestModelSaver(network, save_dir, "warmup_model.pt", enabled=lambda: self.stage == 1)
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
-        self.warmup_best.attach(self.evaluator)
+        if self.save:
+            self.warmup_best.attach(self.evaluator)
 
     def state_dict(self) -> dict:
         return self.warmup_best.state_dict()

@@ -10,6 +10,7 @@ fixed grid.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,14 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def _grid(size: Sequence[int], key: str) -> tuple[int, int]:
+    """``size`` as ``(gh, gw)``, raising ValueError naming the config ``key`` unless it is two positive ints."""
+    grid = tuple(size) if isinstance(size, Sequence) else (size,)
+    if len(grid) != 2 or not all(isinstance(n, Integral) and not isinstance(n, bool) and n > 0 for n in grid):
+        raise ValueError(f"JCASNet: config key '{key}' must be two positive integers (gh, gw), got {size!r}")
+    return int(grid[0]), int(grid[1])
+
+
 class JCASNet(nn.Module):
     """Two-branch segmentation network with class heads, affinity heads and DAR.
 
@@ -122,8 +131,8 @@ class JCASNet(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.branch_index = {"aux": aux_index, "main": main_index}
-        self.grid_size = tuple(grid_size)
-        self.eval_grid_size = tuple(eval_grid_size)
+        self.grid_size = _grid(grid_size, "grid_size")
+        self.eval_grid_size = _grid(eval_grid_size, "eval_grid_size")
         self.use_affinity = use_affinity
         self.class_heads = nn.ModuleDict(
             {b: ClassHead(channels[i], num_classes, head_dilations, authors_head) for b, i in self.branch_index.items()}

@@ -41,8 +41,8 @@ class AffinityLabel(Transform):
     (not a ``MetaTensor``: the image affine does not describe the grid).
 
     Raises:
-        ValueError: the label is not ``(1, H, W)``, or holds a value other than ``0 .. K-1`` and
-            ``ignore_index`` (the message names the value).
+        ValueError: the label is not ``(1, H, W)``, is smaller than ``grid_size``, or holds a value
+            other than ``0 .. K-1`` and ``ignore_index`` (the message names the value).
     """
 
     backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -57,6 +57,11 @@ class AffinityLabel(Transform):
         if lab.ndim != 3 or lab.shape[0] != 1:
             raise ValueError(
                 f"AffinityLabel: expected a channel-first label (1, H, W), got {tuple(lab.shape)}"
+            )
+        if any(g > n for g, n in zip(self.grid_size, lab.shape[1:])):
+            raise ValueError(
+                f"AffinityLabel: config key 'grid_size' {list(self.grid_size)} is larger than the label "
+                f"{lab.shape[1]}x{lab.shape[2]} (config key 'spatial_size'); the affinity grid must fit in the image"
             )
         values = torch.unique(lab)
         bad = values[(values != self.ignore_index) & ((values < 0) | (values >= self.num_classes))]

@@ -1,0 +1,109 @@
+"""MONAI's bundle checks, offline: metadata schema, network input/output, TorchScript export, workflow properties."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from conftest import BUNDLE, INFERENCE, TINY, TRAIN
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+
+METADATA = str(BUNDLE / "configs" / "metadata.json")
+SCHEMA = BUNDLE / "schema" / "meta_schema_20240725.json"
+SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"  # meta_schema_20240725.json as MONAI ships it
+
+# the inference network at the tiny test size
+TINY_NET = {
+    "spatial_size": TINY["spatial_size"],
+    "eval_grid_size": TINY["eval_grid_size"],
+    "backbone#width": TINY["backbone#width"],
+}
+
+
+def test_schema_is_monais_file_and_metadata_follows_it():
+    assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == SCHEMA_MD5
+    assert json.loads(SCHEMA.read_text())["required"][-1] == "network_data_format"
+    verify_metadata(meta_file=METADATA, filepath=str(SCHEMA), hash_val=SCHEMA_MD5, hash_type="md5")
+
+
+def test_schema_rejects_metadata_without_required_packages(tmp_path):
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    del meta["required_packages_version"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="required_packages_version"):
+        verify_metadata(meta_file=str(bad), filepath=str(SCHEMA), hash_val=SCHEMA_MD5, hash_type="md5")
+
+
+def test_metadata_matches_the_configs():
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    fmt = meta["network_data_format"]
+    assert set(fmt["inputs"]) == {"image"} and set(fmt["outputs"]) == {"pred"}
+    assert (
+        fmt["inputs"]["image"]["spatial_shape"]
+        == fmt["outputs"]["pred"]["spatial_shape"]
+        == train["spatial_size"]
+    )
+    assert list(fmt["outputs"]["pred"]["channel_def"].values()) == train["class_names"]
+    assert {"mean_dice", "mean_jac"} <= set(meta["eval_metrics"])
+
+
+@pytest.mark.parametrize("config", [INFERENCE, TRAIN])
+def test_verify_net_in_out(config):
+    verify_net_in_out(net_id="network_def", meta_file=METADATA, config_file=config, device="cpu")
+
+
+def test_ckpt_export_trace_matches_eager_network(tmp_path):
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update(TINY_NET)
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def").eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+
+    shape = [1, 3, *TINY["spatial_size"]]
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(tmp_path / "model.pt"),
+        meta_file=METADATA,
+        config_file=INFERENCE,
+        key_in_ckpt="",
+        use_trace=True,
+        input_shape=shape,
+        **TINY_NET,
+    )
+    extra = {"metadata.json": "", "inference.json": ""}
+    traced = torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
+    assert (
+        json.loads(extra["metadata.json"])["version"]
+        == json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+    )
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        expected, got = net(x), traced(x)
+    assert got.shape == (1, 4, *TINY["spatial_size"])
+    torch.testing.assert_close(got, expected)
+
+
+def test_workflow_properties_train(tiny_dataset, tmp_path):
+    workflow = ConfigWorkflow(
+        config_file=TRAIN,
+        workflow_type="train",
+        dataset_dir=str(tiny_dataset),
+        output_dir=str(tmp_path),
+        **TINY,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_workflow_properties_inference(tiny_dataset):
+    workflow = ConfigWorkflow(
+        config_file=INFERENCE, workflow_type="inference", dataset_dir=str(tiny_dataset / "images"), **TINY_NET
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []

@@ -1,0 +1,81 @@
+"""A bad configuration stops the bundle with a message naming the config key and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import BUNDLE, REPO, TINY, TRAIN, bundle_run
+
+
+def _chain(err: BaseException) -> str:
+    """The messages of ``err`` and of every exception it was raised from (MONAI wraps config errors)."""
+    messages = []
+    while err is not None:
+        messages.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__
+    return "\n".join(messages)
+
+
+BAD = {
+    "noise_kind": (
+        {"noise_kind": "gaussian"},
+        ["config key 'noise_kind' is 'gaussian'", "allowed: none, ellipse, symmetric, asymmetric"],
+    ),
+    "grid_size_not_2d": (
+        {"grid_size": [8, 0]},
+        ["config key 'grid_size' must be two positive integers", "[8, 0]"],
+    ),
+    "grid_size_too_large": (
+        {"grid_size": [128, 10]},
+        ["config key 'grid_size' [128, 10] is larger than the label 64x80"],
+    ),
+    "num_classes": (
+        {"num_classes": 2, "class_names": ["background", "instrument"]},
+        ["DatasetError", "label values 2, 3 outside 0..1", "num_classes is 2", "config key 'num_classes'"],
+    ),
+    "pretrained_weights": (
+        {"backbone#pretrained_weights": "/no/such/resnet18.pth"},
+        ["/no/such/resnet18.pth does not exist (config key 'pretrained_weights')"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_config_names_the_key(case, tiny_dataset, tmp_path):
+    overrides, expected = BAD[case]
+    with pytest.raises(Exception) as err:
+        bundle_run(
+            "training",
+            [TRAIN],
+            dataset_dir=str(tiny_dataset),
+            output_dir=str(tmp_path),
+            **{**TINY, **overrides},
+        )
+    text = _chain(err.value)
+    for part in expected:
+        assert part in text
+    assert not (tmp_path / "models").exists()  # stopped before any training
+
+
+def test_command_line_ends_with_the_root_cause(tiny_dataset, tmp_path):
+    """``python -m monai.bundle run`` prints the message naming the key last, after MONAI's wrapper."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        TRAIN,
+        "--bundle_root",
+        str(BUNDLE),
+    ]
+    cmd += ["--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path), "--noise_kind", "gaussian"]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "Bundle run failed: ValueError: config key 'noise_kind' is 'gaussian'; allowed: none"
+    )
