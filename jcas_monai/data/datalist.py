@@ -80,8 +80,23 @@ def dataset_class_frequencies(dataset: Sequence[Mapping], num_classes: int, labe
     These are the ``N_m`` of the class->affinity closed form; JCAS estimates them from the noisy
     training labels (method.md section 7, stage 0). Reading them from the training dataset itself
     counts labels after resizing and after any label noise applied on the fly.
+
+    Raises:
+        ValueError: a label holds a value outside ``0..K-1`` and 255, naming its file when the dataset
+            keeps its input items (``dataset.data``, as MONAI datasets do); or no pixel is labelled.
     """
-    freq = class_frequencies([item[label_key] for item in dataset], num_classes)
+    labels = [item[label_key] for item in dataset]
+    try:
+        freq = class_frequencies(labels, num_classes)
+    except ValueError as err:
+        sources = getattr(dataset, "data", None)
+        for i, label in enumerate(labels):
+            try:
+                class_frequencies(label, num_classes)
+            except ValueError:
+                where = sources[i].get(label_key) if sources is not None else f"item {i}"
+                raise ValueError(f"{where}: {err} (config key 'num_classes' is {num_classes})") from err
+        raise
     if freq.sum() == 0:
         raise ValueError("the training labels have no labelled pixels (every pixel is 255)")
     return freq.tolist()
