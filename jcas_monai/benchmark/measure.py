@@ -73,20 +73,23 @@ def _quiet_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def alloc_peak(fn: Callable[[], Any], device: torch.device) -> int:
-    """Peak allocator bytes of one call of ``fn`` above those held at its start (call ``fn`` once before)."""
+def alloc_peak(fn: Callable[[], Any], device: torch.device) -> tuple[int, Any]:
+    """Peak allocator bytes of one call of ``fn`` above those held at its start, and what ``fn`` returned.
+
+    Call ``fn`` once before when its first call differs from the next ones (optimiser state, caches).
+    """
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
-        fn()
+        result = fn()
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
+        return torch.cuda.max_memory_allocated(device) - start, result
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+        result = fn()
     events = [
         e
         for e in prof.profiler.kineto_results.events()
@@ -96,7 +99,7 @@ def alloc_peak(fn: Callable[[], Any], device: torch.device) -> int:
     for event in sorted(events, key=lambda e: e.start_ns()):
         held += event.nbytes()
         peak = max(peak, held)
-    return peak
+    return peak, result
 
 
 def _status_kib(field: str) -> int:
@@ -111,6 +114,7 @@ def _probe(spec: dict[str, Any]) -> dict[str, int]:
     """Run in the fresh process: build the workload, warm up, then measure one step's peak RSS."""
     from jcas_monai.benchmark.workloads import make_workload
 
+    torch.set_num_threads(spec["threads"])
     step = make_workload(spec)
     step()
     gc.collect()
@@ -123,8 +127,8 @@ def _probe(spec: dict[str, Any]) -> dict[str, int]:
 
 
 def rss_peak(spec: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
-    """Peak RSS of one step of the workload ``spec`` (see :func:`~jcas_monai.benchmark.workloads.make_workload`)
-    in a fresh process. Linux only; on failure the result holds ``error`` instead of the figures."""
+    """Peak RSS of one step of the workload ``spec`` (see :func:`~jcas_monai.benchmark.workloads.make_workload`;
+    ``threads``: torch CPU threads) in a fresh process. Linux only; on failure the result holds ``error`` instead of the figures."""
     cmd = [sys.executable, "-m", "jcas_monai.benchmark.measure", json.dumps(spec)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     lines = proc.stdout.strip().splitlines()

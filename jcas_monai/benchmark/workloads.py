@@ -194,7 +194,9 @@ def make_train_step(setting: dict[str, Any], device: torch.device, seed: int = 0
     return step
 
 
-def make_inference(setting: dict[str, Any], device: torch.device, size: tuple[int, int]) -> Callable[[], None]:
+def make_inference(
+    setting: dict[str, Any], device: torch.device, size: tuple[int, int]
+) -> Callable[[], None]:
     """Eval-mode, no-grad prediction of one ``size`` frame by the network of ``setting``."""
     torch.manual_seed(0)
     network = _instantiate(setting["network"]).to(device).eval()
@@ -211,7 +213,13 @@ PairwiseStep = Callable[[], tuple[torch.Tensor, ...]]
 
 
 def make_pairwise_step(
-    grid: int, impl: str, device: torch.device, batch: int = 3, num_classes: int = 4, channels: int = 256, seed: int = 0
+    grid: int,
+    impl: str,
+    device: torch.device,
+    batch: int = 3,
+    num_classes: int = 4,
+    channels: int = 256,
+    seed: int = 0,
 ) -> PairwiseStep:
     """DAR and the corrected affinity BCE of one branch on a ``grid x grid`` grid, forward and backward.
 

@@ -15,10 +15,11 @@ with respect to the unit features and to ``T_A`` in one pass over the pairs, and
   the diagonal are computed, those above it counted twice;
 - pairs touching an ignore position contribute nothing, so those positions are dropped;
 - the pair label is 1 exactly between positions of one class, so with the positions sorted by class
-  each block of rows of class ``k`` splits into contiguous column ranges with label 1 (class ``k``) and
-  label 0 (the classes after ``k``). On each range the loss is ``-log(clamp(alpha + beta G))`` with
-  ``G = Fn_rows Fn_cols^T`` and constants ``alpha, beta`` (the BCE term of the known label, correction
-  included), computed with one fused ``addmm``; no label, mask or second log is ever formed.
+  the columns of a block of rows of class ``k`` split into a range of label 1 (class ``k``) and a range
+  of label 0 (the classes after ``k``). The BCE term of the known label (correction included) is then
+  ``-log(clamp(alpha_j + s G_ij))`` with ``G`` the block of ``Fn Fn^T`` computed with the label-0 columns'
+  features negated: one ``addmm`` per block; no label, mask or second log is ever formed, and the clamp
+  is applied only to blocks that reach it.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ class _ChunkedAffinityBCE(torch.autograd.Function):
     ignore positions), ``t01``/``t11`` 0-dim entries of ``T_A`` (or None for no correction), rows per
     chunk, the log clamp ``log_eps`` and whether to compute gradients.
 
-    Per image, the valid rows of ``Fn`` are sorted by class into ``F`` (``M`` rows) and the pair matrix
-    is walked in blocks ``[rows r, columns c]`` on and above the diagonal, ``r`` at most ``chunk_size``
-    rows of one class. With ``p = t01 + (t11 - t01) a`` and ``D = dL/dG`` for the Gram matrix
-    ``G = F F^T`` (symmetric, like the loss), ``dL/dF = 2 D F``: a diagonal block adds ``2 D[r, r] F[r]``
-    to rows ``r``, a block above the diagonal adds ``2 D[r, c] F[c]`` to rows ``r`` and
-    ``2 D[r, c]^T F[r]`` to rows ``c``, and counts twice in the loss and in the ``T_A`` gradients.
+    Per image, the valid rows of ``Fn`` are sorted by class into ``F`` (``M`` rows), and blocks of at most
+    ``chunk_size`` rows ``r`` of one class ``k`` are paired with the columns from the block's first row
+    on: the diagonal block ``[r, r]`` (counted once) and everything to its right (counted twice, for the
+    mirrored pairs). With ``p = t01 + s a`` (``s = t11 - t01``) the loss of a pair is ``-log q``,
+    ``q = clamp(p)`` for label 1 and ``q = 1 - clamp(p) = clamp(1 - p)`` for label 0; both are
+    ``clamp(alpha_j + s G_ij)`` with ``G = F F_signed^T``, where ``F_signed`` is ``F`` with the rows of the
+    classes after ``k`` negated. With ``sign_j = 1`` for label 1 and ``-1`` for label 0 and
+    ``r = 1[inside the clamp] / q``, ``dL/dG_ij = -s sign_j r_ij``; since ``dL/dG`` is symmetric,
+    ``dL/dF = 2 (dL/dG) F``: a block adds ``-2 s r F_signed`` to its rows and ``-2 s sign_j (r^T F[r])_j``
+    to each column ``j`` right of the diagonal block.
     """
 
     @staticmethod
@@ -63,56 +68,63 @@ class _ChunkedAffinityBCE(torch.autograd.Function):
     ) -> torch.Tensor:
         corrected = t01 is not None
         t01_ = t01.detach() if corrected else fn.new_zeros(())
-        slope = (t11.detach() - t01_) if corrected else fn.new_ones(())
-        # label 1: -log q, q = clamp(p, lo, hi); label 0: -log(1 - clamp(p, lo, hi)) = -log q,
-        # q = clamp(1 - p, 1 - hi, 1 - lo). Either way q = clamp(alpha + beta G) and, with
-        # r = 1[inside the clamp] / q, d(-log q)/dG = -beta r and d(-log q)/dp = sign r.
-        same_alpha = t01_ + slope * AFFINITY_EPS
+        slope_t = (t11.detach() - t01_) if corrected else fn.new_ones(())
+        alpha1 = t01_ + slope_t * AFFINITY_EPS  # p = alpha1 + s G
+        slope = slope_t.item()
+        coef = -2.0 * slope
         lo, hi = (torch.tensor(v, dtype=torch.float32).item() for v in (log_eps, 1 - log_eps))
-        terms = {
-            1: (same_alpha.item(), slope.item(), lo, hi, -1.0),
-            0: ((1 - same_alpha).item(), -slope.item(), 1 - hi, torch.tensor(1 - lo, dtype=torch.float32).item(), 1.0),
-        }
+        lo0, hi0 = 1 - hi, torch.tensor(1 - lo, dtype=torch.float32).item()  # clamp of 1 - p (label 0)
+        no_clamp = (max(lo, lo0), min(hi, hi0))
         total = fn.new_zeros(())
-        grad_fn = torch.zeros_like(fn) if need_grad else None
-        sum_g = fn.new_zeros(())  # sum of dL/dp over pairs
-        sum_ga = fn.new_zeros(())  # sum of a dL/dp
+        fn_cn = fn.transpose(1, 2)  # (B, C, N), contiguous for normalized_affinity_features' output
+        grad_cn = torch.zeros_like(fn_cn) if need_grad else None
+        sum_g = fn.new_zeros(())  # sum over pairs of dL/dp
+        sum_ga = fn.new_zeros(())  # sum over pairs of a dL/dp
         for b in range(fn.shape[0]):
             positions = (y[b].sum(dim=-1) > 0).nonzero().squeeze(1)
             classes, order = torch.sort(y[b, positions].argmax(dim=-1), stable=True)
             positions = positions[order]
             ends = torch.bincount(classes, minlength=y.shape[-1]).cumsum(0).tolist()
-            f = fn[b, positions]  # (M, C), sorted by class
+            f = fn_cn[b].index_select(1, positions).T.contiguous()  # (M, C), sorted by class
+            signed = -f  # F_signed; the rows of the current class are made positive below
+            alpha = (1 - alpha1).expand(len(f)).clone()  # per column: 1 - alpha1 (label 0) or alpha1
+            low, high = f.new_full((len(f),), lo0), f.new_full((len(f),), hi0)
             grad_f = torch.zeros_like(f) if need_grad else None
             start = 0
             for end in ends:
+                signed[start:end] = f[start:end]
+                alpha[start:end] = alpha1
+                low[start:end], high[start:end] = lo, hi
                 for r0 in range(start, end, chunk_size):
                     r1 = min(r0 + chunk_size, end)
-                    for c0, c1, label, weight in ((r0, r1, 1, 1.0), (r1, end, 1, 2.0), (end, len(f), 0, 2.0)):
-                        if c1 == c0:
-                            continue
-                        alpha, beta, low, high, sign = terms[label]
-                        p = torch.addmm(fn.new_full((), alpha), f[r0:r1], f[c0:c1].T, alpha=beta)
-                        q = p.clamp(low, high)
-                        if need_grad:
-                            r = torch.div(q == p, q, out=p)
-                        total -= weight * q.log_().sum()
-                        if not need_grad:
-                            continue
-                        coef = -2 * beta  # 2 dL/dG = 2 d(-log q)/dG, per unit of r
-                        rf = r @ f[c0:c1]
-                        grad_f[r0:r1].add_(rf, alpha=coef)
-                        if weight == 2.0:
-                            grad_f[c0:c1].addmm_(r.T, f[r0:r1], alpha=coef)
-                        if corrected:
-                            sum_r = r.sum()
-                            sum_g += sign * weight * sum_r
-                            sum_ga += sign * weight * ((f[r0:r1] * rf).sum() + AFFINITY_EPS * sum_r)
+                    c, s = r1 - r0, end - r0  # diagonal block: columns [0, c); label 1: [0, s)
+                    rows = f[r0:r1]
+                    p = torch.addmm(alpha[r0:], rows, signed[r0:].T, alpha=slope)
+                    p_min, p_max = p.aminmax()
+                    if no_clamp[0] <= p_min.item() and p_max.item() <= no_clamp[1]:
+                        q = p
+                        r = p.reciprocal() if need_grad else None
+                    else:
+                        q = torch.clamp(p, low[r0:], high[r0:])
+                        r = q.reciprocal().mul_(q == p) if need_grad else None
+                    log_q = q.log_()
+                    total -= log_q[:, :c].sum() + 2 * log_q[:, c:].sum()
+                    if not need_grad:
+                        continue
+                    y_diag = r[:, :c] @ signed[r0:r1]
+                    y_right = r[:, c:] @ signed[r1:]
+                    grad_f[r0:r1].add_(y_diag + y_right, alpha=coef)
+                    grad_f[r1:end].addmm_(r[:, c:s].T, rows, alpha=coef)
+                    grad_f[end:].addmm_(r[:, s:].T, rows, alpha=-coef)
+                    if corrected:  # dL/dp = -sign_j r_ij, sign = +1 for label 1, -1 for label 0
+                        sum_r = r[:, :c].sum() + 2 * r[:, c:s].sum() - 2 * r[:, s:].sum()
+                        sum_g -= sum_r
+                        sum_ga -= (rows * (y_diag + 2 * y_right)).sum() + AFFINITY_EPS * sum_r
                 start = end
             if need_grad:
-                grad_fn[b, positions] = grad_f
+                grad_cn[b].index_copy_(1, positions, grad_f.T)
         ctx.corrected = corrected
-        ctx.save_for_backward(grad_fn, sum_g - sum_ga, sum_ga)
+        ctx.save_for_backward(grad_cn.transpose(1, 2) if need_grad else None, sum_g - sum_ga, sum_ga)
         return total
 
     @staticmethod

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jcas_monai.benchmark.dense import dense_affinity_bce
 from jcas_monai.losses import (
     AffinityBCELoss,
     CALCLoss,
@@ -31,21 +32,6 @@ def _label(seed, b=2, h=8, w=10, k=4, ignore_frac=0.2):
 def _one_hot_grid(label, k):
     """Factorised affinity label: one-hot with all-zero rows at ignore positions, (B, K, h, w)."""
     return (label == torch.arange(k).view(1, k, 1, 1)).float()
-
-
-def dense_affinity_bce(features, y, t_a=None, log_eps=1e-6):
-    """Dense N x N reference of the affinity BCE, differentiated by autograd."""
-    feats = F.relu(features).flatten(2).transpose(1, 2)
-    unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    a = unit @ unit.transpose(1, 2) + 1e-10
-    p = a if t_a is None else (1 - a) * t_a[0, 1] + a * t_a[1, 1]
-    p = p.clamp(log_eps, 1 - log_eps)
-    yf = y.flatten(2).transpose(1, 2)
-    pair = yf @ yf.transpose(1, 2)
-    valid = yf.sum(dim=-1)
-    mask = valid[:, :, None] * valid[:, None, :]
-    loss = -(mask * (pair * torch.log(p) + (1 - pair) * torch.log(1 - p)))
-    return loss.sum() / mask.sum()
 
 
 # ---------------------------------------------------------------- ForwardCorrectedCELoss
@@ -128,6 +114,29 @@ def test_affinity_bce_with_a_leaf_t_a_and_sum_reduction():
     (ref_grad,) = torch.autograd.grad(ref, t_a)
     torch.testing.assert_close(grad, ref_grad, atol=1e-4, rtol=1e-4)
     assert grad[0, 0] == 0 and grad[1, 0] == 0 and grad[1, 1] != 0
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_affinity_bce_with_clamped_pairs_equals_dense_reference(corrected):
+    """Parallel features across classes and a near-identity T_A push pairs into the clamp of both labels."""
+    features, y = _affinity_inputs(90, b=2, c=4, h=4, w=6)
+    with torch.no_grad():
+        features[:, :, 0, :] = features[:, :, 0, :1]  # one row of positions, of mixed classes, all parallel
+    t_a = torch.tensor([[1.0 - 1e-9, 1e-9], [1e-9, 1.0 - 1e-9]], requires_grad=True) if corrected else None
+    loss = AffinityBCELoss(chunk_size=2)(features, y, t_a)
+    ref = dense_affinity_bce(features, y, t_a)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    params = (features, t_a) if corrected else (features,)
+    for grad, ref_grad in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_affinity_bce_rejects_a_label_that_is_not_one_hot():
+    features, y = _affinity_inputs(95)
+    with pytest.raises(ValueError, match="one-hot"):
+        AffinityBCELoss()(features, y * 0.5)
+    with pytest.raises(ValueError, match="one-hot"):
+        AffinityBCELoss()(features, torch.ones_like(y))
 
 
 def test_affinity_bce_edge_cases():

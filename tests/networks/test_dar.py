@@ -2,23 +2,10 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from jcas_monai.benchmark.dense import dense_dar
 from jcas_monai.networks import DAR
 from jcas_monai.networks.dar import normalized_affinity_features
-
-
-def dense_dar(logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Method notes section 4, written out with the full N x N affinity (authors' clamp)."""
-    b, k, h, w = logits.shape
-    feats = F.relu(features).flatten(2).transpose(1, 2)
-    unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    affinity = (unit @ unit.transpose(1, 2)).clamp(1e-10, 1)
-    p_n = affinity / affinity.sum(dim=-1, keepdim=True)
-    p_re = (1 - affinity) / (1 - affinity).sum(dim=-1, keepdim=True)
-    q = logits.flatten(2).transpose(1, 2)
-    p_dar = ((q + p_n @ q) + (q - p_re @ q)) / 2
-    return p_dar.transpose(1, 2).reshape(b, k, h, w)
 
 
 def _inputs(seed: int, b: int = 2, k: int = 3, c: int = 6, h: int = 5, w: int = 7):
@@ -37,6 +24,8 @@ def test_dar_matches_dense_reference(seed):
     ref = dense_dar(logits, features)
     assert out.shape == logits.shape
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the plain-operations path (inference, TorchScript tracing)
+        torch.testing.assert_close(DAR()(logits, features), out, atol=1e-6, rtol=1e-6)
 
     upstream = torch.randn_like(out)
     grads = torch.autograd.grad((out * upstream).sum(), (logits, features))
