@@ -394,18 +394,7 @@ class EllipseNoised(_LabelNoised):
         scale_jitter: see :class:`EllipseNoise`.
         angle_jitter: see :class:`EllipseNoise`.
         num_classes: see :class:`EllipseNoise`.
-        seed_key: key of the data dictionary that names the image, e.g. ``"image"`` or ``"label"``: a
-            path string, or a MetaTensor loaded by ``LoadImaged`` (its ``filename_or_obj`` is used). When
-            set, each image's noise comes from a generator seeded by :func:`image_seed` of ``seed`` and
-            that name, so every epoch, worker and run sees the same noisy label for the same image (a
-            fixed noisy dataset, as in the paper) and ``set_random_state`` has no effect. The name is
-            hashed as given: an absolute path gives other noise once the data moves. When ``None``, the
-            transform draws from its own generator (``set_random_state``): fresh noise at every call.
-        seed: base seed combined with the image name when ``seed_key`` is set.
-        prob: probability that an image is corrupted at all.
-        allow_missing_keys: don't raise an exception if a key is missing.
-        clean_key: when set and absent from the data, the uncorrupted label is kept under this key (so
-            the clean label stays known for measuring the noise, e.g. ``"clean_label"``).
+        seed_key, seed, prob, allow_missing_keys, clean_key: as in :class:`SymmetricNoised`.
     """
 
     def __init__(
@@ -468,18 +457,7 @@ class AsymmetricNoised(_LabelNoised):
         num_classes: number of classes ``K``, background included.
         rate: flip probability per pixel, in ``[0, 1]``.
         mapping: class mapping or ``K x K`` flip matrix, see :class:`AsymmetricNoise`.
-        seed_key: key of the data dictionary that names the image, e.g. ``"image"`` or ``"label"``: a
-            path string, or a MetaTensor loaded by ``LoadImaged`` (its ``filename_or_obj`` is used). When
-            set, each image's noise comes from a generator seeded by :func:`image_seed` of ``seed`` and
-            that name, so every epoch, worker and run sees the same noisy label for the same image (a
-            fixed noisy dataset, as in the paper) and ``set_random_state`` has no effect. The name is
-            hashed as given: an absolute path gives other noise once the data moves. When ``None``, the
-            transform draws from its own generator (``set_random_state``): fresh noise at every call.
-        seed: base seed combined with the image name when ``seed_key`` is set.
-        prob: probability that an image is corrupted at all.
-        allow_missing_keys: don't raise an exception if a key is missing.
-        clean_key: when set and absent from the data, the uncorrupted label is kept under this key (so
-            the clean label stays known for measuring the noise, e.g. ``"clean_label"``).
+        seed_key, seed, prob, allow_missing_keys, clean_key: as in :class:`SymmetricNoised`.
     """
 
     def __init__(
