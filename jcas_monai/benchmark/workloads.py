@@ -1,7 +1,7 @@
 """What the benchmark runs: training settings, the JCAS and baseline training steps, the pair-wise step.
 
 A *setting* is a plain JSON-able dict (network config in MONAI bundle syntax, loss config, optimiser,
-batch and image size), so the same workload can be rebuilt in a fresh process for memory measurements
+batch and image size, memory format), so the same workload can be rebuilt in a fresh process for memory measurements
 and recorded verbatim in the benchmark report. Two settings exist: the paper's (DeepLab-v2 ResNet-101,
 256 x 320, 64 x 64 grid, batch 3; method notes sections 2 and 7) and the bundle default, read from
 ``bundle/configs/train.json`` so the benchmark follows the bundle.
@@ -47,7 +47,7 @@ def paper_setting(depth: int = 101, width: int = 64) -> dict[str, Any]:
 
     DeepLab-v2 ResNet-``depth`` (frozen BatchNorm affine), affinity channels (128, 256), class heads with
     dilations (6, 12, 18, 24), 256 x 320 input, 64 x 64 grid, batch 3, SGD (momentum 0.9, weight decay
-    5e-4). ``depth``/``width`` other than 101/64 give a lighter stand-in (recorded in the setting's name).
+    5e-4), channels-last memory format (the bundle's). ``depth``/``width`` other than 101/64 give a lighter stand-in (recorded in the setting's name).
     """
     name = "paper" if (depth, width) == (101, 64) else f"paper (ResNet-{depth}, width {width})"
     return {
@@ -81,6 +81,7 @@ def paper_setting(depth: int = 101, width: int = 64) -> dict[str, Any]:
         "batch_size": 3,
         "spatial_size": [256, 320],
         "in_channels": 3,
+        "memory_format": "channels_last",
     }
 
 
@@ -129,6 +130,7 @@ def bundle_setting(config_file: str, overrides: dict[str, Any] | None = None) ->
         "batch_size": _resolve(parser, "batch_size"),
         "spatial_size": _resolve(parser, "spatial_size"),
         "in_channels": _resolve(parser, "in_channels"),
+        "memory_format": str(_resolve(parser, "memory_format")).removeprefix("torch."),
     }
 
 
@@ -155,6 +157,12 @@ def _instantiate(config: dict[str, Any], **kwargs: Any) -> Any:
     return ConfigParser({"x": {**copy.deepcopy(config), **kwargs}}).get_parsed_content("x")
 
 
+def _network(setting: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The network of ``setting`` on ``device``, in the setting's memory format (as the bundle places it)."""
+    memory_format = getattr(torch, setting.get("memory_format", "contiguous_format"))
+    return _instantiate(setting["network"]).to(device, memory_format=memory_format)
+
+
 def _blob_labels(batch: int, size: tuple[int, int], num_classes: int, gen: torch.Generator) -> torch.Tensor:
     """Blocky random class maps ``(B, 1, H, W)`` uint8 with about 1% ignore pixels."""
     h, w = size
@@ -178,7 +186,7 @@ def make_train_step(setting: dict[str, Any], device: torch.device, seed: int = 0
     label = _blob_labels(setting["batch_size"], size, num_classes, gen)
     affinity = torch.stack([AffinityLabel(num_classes, net_cfg["grid_size"])(lab) for lab in label])
     class_freq = class_frequencies(label, num_classes, IGNORE_INDEX).tolist()
-    network = _instantiate(net_cfg).to(device).train()
+    network = _network(setting, device).train()
     loss_fn = _instantiate(setting["loss"], class_freq=class_freq).to(device)
     params = [p for p in network.parameters() if p.requires_grad] + list(loss_fn.parameters())
     optimizer = _instantiate(setting["optimizer"], params=params)
@@ -199,7 +207,7 @@ def make_inference(
 ) -> Callable[[], None]:
     """Eval-mode, no-grad prediction of one ``size`` frame by the network of ``setting``."""
     torch.manual_seed(0)
-    network = _instantiate(setting["network"]).to(device).eval()
+    network = _network(setting, device).eval()
     image = torch.randn(1, setting["in_channels"], *size, device=device)
 
     def infer() -> None:

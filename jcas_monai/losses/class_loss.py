@@ -56,15 +56,25 @@ class ForwardCorrectedCELoss(_Loss):
         if logits.shape[2:] != target.shape[1:]:
             logits = F.interpolate(logits, size=target.shape[1:], mode="bilinear", align_corners=False)
         if t_c is None:
-            log_prob = F.log_softmax(logits, dim=1)
+            loss = F.nll_loss(F.log_softmax(logits, dim=1), target, ignore_index=self.ignore_index, reduction="none")
         else:
-            with torch.autocast(device_type=logits.device.type, enabled=False):
-                prob = F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
-                noisy_prob = torch.einsum("bk...,kn->bn...", prob, t_c.to(prob.dtype))
-                log_prob = torch.log(noisy_prob.clamp_min(self.min_prob)).contiguous()
-        loss = F.nll_loss(log_prob, target, ignore_index=self.ignore_index, reduction="none")
+            loss = self._corrected_nll(logits, target, t_c)
         if self.reduction == "none":
             return loss
         if self.reduction == "sum":
             return loss.sum()
         return loss.sum() / (target != self.ignore_index).sum().clamp_min(1)
+
+    def _corrected_nll(self, logits: torch.Tensor, target: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
+        """Per-pixel ``-log(clamp(softmax(logits) @ T_C)[target])``, 0 at ignore pixels.
+
+        Only the target column of the corrected posterior is needed, so ``softmax @ T_C`` is taken with
+        the classes as the last axis (one matmul) and the target entry gathered, instead of forming the
+        log of every corrected class probability.
+        """
+        valid = target != self.ignore_index
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            prob = F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
+            noisy_prob = prob.movedim(1, -1) @ t_c.to(prob.dtype)
+            picked = noisy_prob.gather(-1, target.masked_fill(~valid, 0).unsqueeze(-1)).squeeze(-1)
+            return -torch.log(picked.clamp_min(self.min_prob)) * valid
