@@ -39,7 +39,11 @@ def atomic_save(obj: object, path: str | os.PathLike) -> None:
 
 def latest_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
     """Full-state checkpoints ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, newest first."""
-    found = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob("checkpoint_epoch=*.pt") if (m := _EPOCH.search(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in Path(ckpt_dir).glob("checkpoint_epoch=*.pt")
+        if (m := _EPOCH.search(p.name))
+    ]
     return [p for _, p in sorted(found, reverse=True)]
 
 
@@ -106,7 +110,10 @@ class TrainingCheckpoint:
 
     def save(self, engine: Engine) -> None:
         atomic_save(
-            {name: obj.state_dict() for name, obj in self.save_dict.items()},
+            {
+                name: _epoch_state(obj) if isinstance(obj, Engine) else obj.state_dict()
+                for name, obj in self.save_dict.items()
+            },
             self.ckpt_dir / f"checkpoint_epoch={engine.state.epoch}.pt",
         )
         for old in latest_checkpoints(self.ckpt_dir)[self.n_saved :]:
@@ -117,7 +124,9 @@ class TrainingCheckpoint:
             try:
                 state = torch.load(path, map_location=self.map_location, weights_only=True)
             except _UNREADABLE as err:
-                self.logger.warning(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one")
+                self.logger.warning(
+                    f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one"
+                )
                 print(f"WARNING: checkpoint {path} is unreadable, falling back to an older one")
                 continue
             max_epochs = engine.state.max_epochs
@@ -132,6 +141,16 @@ class TrainingCheckpoint:
             else:
                 print(f"Resuming from {path} (epoch {engine.state.epoch} of {max_epochs})")
             return
+
+
+def _epoch_state(engine: Engine) -> dict:
+    """``engine.state_dict()`` with the position as ``epoch`` instead of ``iteration``: when the stages
+    train with different batch sizes, the iteration count is no multiple of the current epoch length, from
+    which Ignite would derive the epoch."""
+    state = engine.state_dict()
+    state.pop("iteration")
+    state["epoch"] = engine.state.epoch
+    return state
 
 
 class BestModelSaver:

@@ -2,9 +2,10 @@
 
 Stage 1 (warm-up) trains the network with the affinity loss and DAR but no matrix correction. Stage 2
 (JCAS) starts from the best warm-up weights with fresh noise transition matrices and switches on the
-forward correction, the CALC term and the stage-2 log-det weight. The learning rate restarts its poly
-decay at the stage boundary. The stage is derived from the epoch number, so a resumed run lands in the
-right stage without extra state.
+forward correction, the CALC term and the stage-2 log-det weight, optionally with its own batch size
+(the authors train with 4 in the warm-up and 3 after). The learning rate restarts its poly decay at the
+stage boundary. The stage is derived from the epoch number, so a resumed run lands in the right stage
+without extra state.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Mapping
 
 import torch
 from ignite.engine import Engine, Events
+from torch.utils.data import DataLoader
 
 from .checkpoint import BestModelSaver
 
-__all__ = ["JCASStages", "StagePolyLR"]
+__all__ = ["JCASStages", "StagePolyLR", "with_batch_size"]
 
 
 class StagePolyLR:
@@ -38,7 +40,11 @@ class StagePolyLR:
         self.warmup_epochs, self.max_epochs, self.power = warmup_epochs, max_epochs, power
 
     def __call__(self, epoch: int) -> float:
-        start, length = (0, self.warmup_epochs) if epoch < self.warmup_epochs else (self.warmup_epochs, self.max_epochs - self.warmup_epochs)
+        start, length = (
+            (0, self.warmup_epochs)
+            if epoch < self.warmup_epochs
+            else (self.warmup_epochs, self.max_epochs - self.warmup_epochs)
+        )
         return max(0.0, 1.0 - (epoch - start) / max(length, 1)) ** self.power
 
 
@@ -47,8 +53,11 @@ class JCASStages:
 
     Attach to the trainer. While in stage 1 it keeps the best weights by the evaluator's key metric in
     ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
-    the matrices, clears the optimiser's running state and applies ``stage2`` to the loss. Its own state
-    (the best warm-up metric) is part of the checkpoint through ``state_dict``.
+    the matrices, clears the optimiser's running state and applies ``stage2`` to the loss. With
+    ``stage2_batch_size`` the trainer's data loader is replaced by one of that batch size over the same
+    dataset and sampler from the first stage-2 epoch on (also when a run resumes in stage 2), and the epoch
+    length follows. Its own state (the best warm-up metric) is part of the checkpoint through
+    ``state_dict``.
 
     Args:
         loss: the JCAS loss; ``stage2`` entries are set as its attributes.
@@ -59,6 +68,7 @@ class JCASStages:
         stage2: loss settings of stage 2, e.g. ``{"class_correction": true, "affinity_correction": true,
             "logdet_weight": 0.5, "calc_weight": 0.01}``.
         save_dir: folder of ``warmup_model.pt``.
+        stage2_batch_size: training batch size of stage 2; ``None`` keeps the trainer's loader.
         save: keep ``warmup_model.pt`` up to date; ``False`` on the DDP ranks other than 0, which read the
             file rank 0 writes (``bundle/configs/multi_gpu_train.json``).
     """
@@ -72,16 +82,24 @@ class JCASStages:
         warmup_epochs: int,
         stage2: Mapping[str, object],
         save_dir: str | os.PathLike,
+        stage2_batch_size: int | None = None,
         save: bool = True,
     ) -> None:
         unknown = [k for k in stage2 if not hasattr(loss, k)]
         if unknown:
-            raise ValueError(f"stage2 sets {unknown}, which {type(loss).__name__} does not have (config key 'stage2')")
+            raise ValueError(
+                f"stage2 sets {unknown}, which {type(loss).__name__} does not have (config key 'stage2')"
+            )
         self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
         self.warmup_epochs = int(warmup_epochs)
         self.stage2 = dict(stage2)
+        if stage2_batch_size is not None and int(stage2_batch_size) < 1:
+            raise ValueError(f"stage2_batch_size must be a positive integer, got {stage2_batch_size!r}")
+        self.stage2_batch_size = None if stage2_batch_size is None else int(stage2_batch_size)
         self.stage, self.save = 1, save
-        self.warmup_best = BestModelSaver(network, save_dir, "warmup_model.pt", enabled=lambda: self.stage == 1)
+        self.warmup_best = BestModelSaver(
+            network, save_dir, "warmup_model.pt", enabled=lambda: self.stage == 1
+        )
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -104,12 +122,57 @@ class JCASStages:
             setattr(self.loss, key, value)
         self.stage = 2
         print(f"Epoch {engine.state.epoch}: JCAS stage (loss correction {self.stage2})")
+        self._use_stage2_batch_size(engine)
+
+    def _use_stage2_batch_size(self, engine: Engine) -> None:
+        loader = engine.state.dataloader
+        if self.stage2_batch_size is None or loader.batch_size == self.stage2_batch_size:
+            return
+        loader = with_batch_size(loader, self.stage2_batch_size)
+        engine.set_data(loader)
+        engine.state.epoch_length = len(loader)
+        if hasattr(engine, "data_loader"):  # MONAI workflows keep their loader as an attribute too
+            engine.data_loader = loader
+        print(f"JCAS stage: batch size {self.stage2_batch_size}, {len(loader)} iterations per epoch")
 
     def _start_jcas_stage(self) -> None:
         path = self.warmup_best.path
         if path.is_file():
             device = next(self.network.parameters()).device
             self.network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-            print(f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})")
+            print(
+                f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})"
+            )
         self.loss.reset_matrices()
         self.optimizer.state.clear()
+
+
+def with_batch_size(loader: DataLoader, batch_size: int) -> DataLoader:
+    """A data loader like ``loader`` (same dataset, sampler, workers, collation, seeding) with another
+    batch size. The sampler object is shared, so a ``DistributedSampler``'s epoch set on the original
+    loader's sampler applies to the new one.
+
+    Raises:
+        ValueError: ``loader`` batches through a custom ``batch_sampler`` (it has no batch size to change).
+    """
+    if loader.batch_size is None:
+        raise ValueError(
+            "with_batch_size: the data loader uses a custom batch_sampler; its batch size cannot be changed"
+        )
+    return DataLoader(
+        loader.dataset,
+        batch_size=batch_size,
+        sampler=loader.sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
+        pin_memory_device=loader.pin_memory_device,
+        in_order=loader.in_order,
+    )

@@ -57,7 +57,7 @@ def test_ablation_overlay_trains_its_variant(variant, tiny_dataset, tmp_path, ca
     assert ("JCAS stage (loss correction" in printed) == (correction is not None)
     last = tmp_path / "models" / f"checkpoint_epoch={epochs['max_epochs']}.pt"
     full = torch.load(last, weights_only=True)
-    assert full["trainer"]["iteration"] == epochs["max_epochs"] * full["trainer"]["epoch_length"]
+    assert full["trainer"]["epoch"] == epochs["max_epochs"]
     assert "t_c.weight" in full["loss"] and full["network"].keys() == state.keys()
     if correction is None:
         assert not loss.class_correction and not loss.affinity_correction and loss.calc_weight == 0

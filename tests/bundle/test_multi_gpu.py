@@ -49,7 +49,7 @@ def test_two_processes_train_and_write_each_file_once(ddp_run):
     ]
     full = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
     # 8 training images over 2 ranks at batch size 2: 2 iterations per rank and epoch, 2 epochs
-    assert full["trainer"]["epoch_length"] == 2 and full["trainer"]["iteration"] == 4
+    assert full["trainer"]["epoch_length"] == 2 and full["trainer"]["epoch"] == 2
     state = torch.load(models / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
     log = proc.stdout + proc.stderr

@@ -68,10 +68,7 @@ def test_more_epochs_continue_in_the_jcas_stage(run_dir, tiny_dataset, capsys):
     )
 
     after = _load(models / "checkpoint_epoch=3.pt")
-    assert (
-        after["trainer"]["iteration"] == 3 * after["trainer"]["epoch_length"]
-        and after["trainer"]["max_epochs"] == 3
-    )
+    assert after["trainer"]["epoch"] == 3 and after["trainer"]["max_epochs"] == 3
     assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == [
         "checkpoint_epoch=2.pt",
         "checkpoint_epoch=3.pt",
@@ -99,5 +96,32 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_older_one(run_dir, tiny_dat
 
     assert f"checkpoint {newest} is unreadable" in printed
     assert f"Resuming from {models / 'checkpoint_epoch=2.pt'} (epoch 2 of 3)" in printed
-    assert _load(newest)["trainer"]["iteration"] == 3 * _load(newest)["trainer"]["epoch_length"]
+    assert _load(newest)["trainer"]["epoch"] == 3
     assert not stale.exists()
+
+
+def test_stage2_batch_size_applies_in_the_jcas_stage_and_after_a_resume(tiny_dataset, tmp_path, capsys):
+    """Warm-up at batch 4 (2 iterations per epoch over 8 frames), JCAS stage at batch 2 (4 iterations);
+    a run resumed in the JCAS stage trains its epochs at batch 2 as well."""
+    overrides = {**TINY, "batch_size": 4, "stage2_batch_size": 2}
+    models = tmp_path / "models"
+    first = bundle_workflow("training", CONFIGS, dataset_dir=str(tiny_dataset), output_dir=str(tmp_path), **overrides)
+    printed = capsys.readouterr().out
+    trainer = first.parser.get_parsed_content("train#trainer")
+
+    assert "Epoch 2: JCAS stage" in printed and "JCAS stage: batch size 2, 4 iterations per epoch" in printed
+    assert trainer.state.batch["image"].shape[0] == 2 and trainer.state.iteration == 2 + 4
+    assert _load(models / "checkpoint_epoch=1.pt")["trainer"] == {"epoch_length": 2, "max_epochs": 2, "epoch": 1}
+    assert _load(models / "checkpoint_epoch=2.pt")["trainer"] == {"epoch_length": 4, "max_epochs": 2, "epoch": 2}
+
+    resumed = bundle_workflow(
+        "training", CONFIGS, dataset_dir=str(tiny_dataset), output_dir=str(tmp_path), **{**overrides, "max_epochs": 3}
+    )
+    printed = capsys.readouterr().out
+    trainer = resumed.parser.get_parsed_content("train#trainer")
+
+    assert f"Resuming from {models / 'checkpoint_epoch=2.pt'} (epoch 2 of 3)" in printed
+    assert "Epoch 3: JCAS stage" in printed and "JCAS stage: batch size 2, 4 iterations per epoch" in printed
+    # one full epoch of 4 batches of 2 after the resume (the resumed count restarts from epoch x length)
+    assert trainer.state.batch["image"].shape[0] == 2 and trainer.state.iteration == 2 * 4 + 4
+    assert _load(models / "checkpoint_epoch=3.pt")["trainer"] == {"epoch_length": 4, "max_epochs": 3, "epoch": 3}
