@@ -72,3 +72,31 @@ def test_inference_writes_label_masks_at_image_size(trained, tiny_dataset, tmp_p
     mask = read_label(masks[0])
     assert mask.shape == np.asarray(Image.open(sources[0])).shape[:2]
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "overlay, expected",
+    [
+        (None, {"type": torch.optim.AdamW, "lr": [2e-3, 2e-3, 2e-2], "momentum": None}),
+        ("configs/paper.json", {"type": torch.optim.SGD, "lr": [1e-4, 1e-3, 1e-4], "momentum": 0.9}),
+    ],
+)
+def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
+    """Three parameter groups: backbone at ``learning_rate``, heads at ``head_lr_factor`` times it, and the
+    loss's noise transition matrices at ``ntm_lr_factor`` times it without weight decay."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([TRAIN] + ([overlay] if overlay else []))
+    parser.update({"class_freq": [0.7, 0.1, 0.1, 0.1], "device": "cpu", "ntm_lr_factor": 10.0 if not overlay else 1.0})
+    parser.update({"backbone#depth": 18, "backbone#width": 8, "backbone#pretrained_weights": None})
+    optimizer = parser.get_parsed_content("optimizer")
+    network, loss = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
+
+    assert type(optimizer) is expected["type"]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(expected["lr"])
+    assert [g.get("momentum") for g in optimizer.param_groups] == [expected["momentum"]] * 3
+    backbone, heads, matrices = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
+    assert matrices == {id(p) for p in loss.parameters()} and optimizer.param_groups[2]["weight_decay"] == 0
+    trainable = {id(p) for p in network.parameters() if p.requires_grad}
+    assert backbone | heads <= trainable and not backbone & heads and heads
