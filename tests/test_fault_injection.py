@@ -14,8 +14,10 @@ from conftest import BUNDLE, REPO, TINY, TRAIN
 from monai.bundle import ConfigParser
 
 CONFIGS = [TRAIN, str(REPO / "configs" / "noise" / "ellipse.json")]
-# batch 1 makes 8 iterations per epoch, so there is an epoch in progress to interrupt
-OVERRIDES = {**TINY, "batch_size": 1, "max_epochs": 3, "warmup_epochs": 1}
+# batch 1 makes 8 iterations per epoch, and a 0.25 s pause per training frame makes every epoch last at
+# least 2 s however fast the machine, so there is an epoch in progress to interrupt
+SLOW_FRAMES = "$[monai.transforms.RandLambdad(keys='image', func=lambda x: __import__('time').sleep(0.25) or x)]"
+OVERRIDES = {**TINY, "batch_size": 1, "max_epochs": 3, "warmup_epochs": 1, "train#label_source": SLOW_FRAMES}
 
 
 def _command(dataset, out) -> list[str]:
