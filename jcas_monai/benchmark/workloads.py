@@ -1,10 +1,10 @@
 """What the benchmark runs: training settings, the JCAS and baseline training steps, the pair-wise step.
 
 A *setting* is a plain JSON-able dict (network config in MONAI bundle syntax, loss config, optimiser,
-batch and image size, memory format), so the same workload can be rebuilt in a fresh process for memory measurements
-and recorded verbatim in the benchmark report. Two settings exist: the paper's (DeepLab-v2 ResNet-101,
-256 x 320, 64 x 64 grid, batch 3; method notes sections 2 and 7) and the bundle default, read from
-``bundle/configs/train.json`` so the benchmark follows the bundle.
+batch and image size, memory format), so the same workload can be rebuilt in a fresh process for memory
+measurements and recorded verbatim in the benchmark report. Two settings exist: the paper's (DeepLab-v2
+ResNet-101, 256 x 320, 64 x 64 grid, batch 3; method notes sections 2 and 7) and the bundle default, read
+from ``bundle/configs/train.json`` so the benchmark follows the bundle.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def paper_setting(depth: int = 101, width: int = 64) -> dict[str, Any]:
 
     DeepLab-v2 ResNet-``depth`` (frozen BatchNorm affine), affinity channels (128, 256), class heads with
     dilations (6, 12, 18, 24), 256 x 320 input, 64 x 64 grid, batch 3, SGD (momentum 0.9, weight decay
-    5e-4), channels-last memory format (the bundle's). ``depth``/``width`` other than 101/64 give a lighter stand-in (recorded in the setting's name).
+    5e-4), channels-last memory format (the bundle's). ``depth``/``width`` other than 101/64 give a lighter
+    stand-in (recorded in the setting's name).
     """
     name = "paper" if (depth, width) == (101, 64) else f"paper (ResNet-{depth}, width {width})"
     return {
