@@ -75,20 +75,20 @@ def test_inference_writes_label_masks_at_image_size(trained, tiny_dataset, tmp_p
 
 
 @pytest.mark.parametrize(
-    "overlay, expected",
+    "overlay, ntm_lr_factor, expected",
     [
-        (None, {"type": torch.optim.AdamW, "lr": [2e-3, 2e-3, 2e-2], "momentum": None}),
-        ("configs/paper.json", {"type": torch.optim.SGD, "lr": [1e-4, 1e-3, 1e-4], "momentum": 0.9}),
+        (None, 10.0, {"type": torch.optim.AdamW, "lr": [2e-3, 2e-3, 2e-2], "momentum": None}),
+        ("configs/paper.json", 1.0, {"type": torch.optim.SGD, "lr": [1e-4, 1e-3, 1e-4], "momentum": 0.9}),
     ],
 )
-def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
+def test_optimiser_groups_backbone_heads_and_matrices(overlay, ntm_lr_factor, expected):
     """Three parameter groups: backbone at ``learning_rate``, heads at ``head_lr_factor`` times it, and the
     loss's noise transition matrices at ``ntm_lr_factor`` times it without weight decay."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([TRAIN] + ([overlay] if overlay else []))
-    parser.update({"class_freq": [0.7, 0.1, 0.1, 0.1], "device": "cpu", "ntm_lr_factor": 10.0 if not overlay else 1.0})
+    parser.update({"class_freq": [0.7, 0.1, 0.1, 0.1], "device": "cpu", "ntm_lr_factor": ntm_lr_factor})
     parser.update({"backbone#depth": 18, "backbone#width": 8, "backbone#pretrained_weights": None})
     optimizer = parser.get_parsed_content("optimizer")
     network, loss = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
