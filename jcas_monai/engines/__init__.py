@@ -3,7 +3,9 @@ from .distributed import AllReduceGradients, BroadcastFromRankZero, get_rank, ha
 from .errors import report_root_cause
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .handlers import MetricsReport
+from .matrix_optimizer import MatrixOptimizerStep
 from .metrics import ProtocolMetric, protocol_metrics, protocol_scores
 from .ntm_report import NTMReport
 from .prepare_batch import JCASPrepareBatch
 from .stages import JCASStages, StagePolyLR
+from .warm_start import WARM_START_METHODS, estimate_ntms

@@ -22,7 +22,8 @@ class NTMReport:
 
     Each epoch the matrix entries go to TensorBoard (``T_C/<clean>-><noisy>``, ``T_A/<clean>-><noisy>``).
     When training completes, ``<output_dir>/ntm/ntm.json`` holds the learned ``T_C``, ``T_A`` and the
-    closed form ``T_{C->A}`` of the learned ``T_C``; when the training items carry their clean label
+    closed form ``T_{C->A}`` of the learned ``T_C``, ``initial`` the matrices the JCAS stage started from
+    (the default initialisation or the warm start, ``initial_method``); when the training items carry their clean label
     (``clean_key``), the empirical matrices counted over the training set stand beside them.
     ``ntm.png`` shows them as heatmaps. The matrices themselves are part of every checkpoint (the loss's
     state dict).
@@ -33,6 +34,8 @@ class NTMReport:
         class_names: names of the classes, background first.
         dataset: training dataset, scanned for items with both ``label_key`` and ``clean_key``.
         log_dir: TensorBoard folder; no TensorBoard logging when ``None``.
+        initial_method: how the JCAS stage initialised the matrices (config key ``ntm_warm_start``),
+            recorded beside them.
     """
 
     def __init__(
@@ -44,10 +47,12 @@ class NTMReport:
         log_dir: str | os.PathLike | None = None,
         label_key: str = "label",
         clean_key: str = "clean_label",
+        initial_method: str = "none",
     ) -> None:
         self.loss, self.out = loss, Path(output_dir) / "ntm"
         self.class_names, self.dataset = list(class_names), dataset
         self.log_dir, self.label_key, self.clean_key = log_dir, label_key, clean_key
+        self.initial_method = initial_method
         self._writer = None
 
     def attach(self, engine: Engine) -> None:
@@ -88,7 +93,17 @@ class NTMReport:
         self._writer.flush()
 
     def write(self, engine: Engine | None = None) -> Path:
-        report = {"class_names": self.class_names, "learned": self.learned(), "empirical": self.empirical()}
+        initial = {
+            "method": self.initial_method,
+            "T_C": self.loss.t_c.initial.double().cpu().tolist(),
+            "T_A": self.loss.t_a.initial.double().cpu().tolist(),
+        }
+        report = {
+            "class_names": self.class_names,
+            "learned": self.learned(),
+            "initial": initial,
+            "empirical": self.empirical(),
+        }
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "ntm.json"
         path.write_text(json.dumps(report, indent=2))

@@ -1,8 +1,9 @@
 """The two JCAS training stages in one run (method.md section 7).
 
 Stage 1 (warm-up) trains the network with the affinity loss and DAR but no matrix correction. Stage 2
-(JCAS) starts from the best warm-up weights with fresh noise transition matrices and switches on the
-forward correction, the CALC term and the stage-2 log-det weight, optionally with its own batch size
+(JCAS) starts from the best warm-up weights with fresh noise transition matrices (the authors'
+initialisation, or a warm start estimated from the warm-up model, :mod:`~jcas_monai.engines.warm_start`)
+and switches on the forward correction, the CALC term and the stage-2 log-det weight, optionally with its own batch size
 (the authors train with 4 in the warm-up and 3 after). The learning rate restarts its poly decay at the
 stage boundary. The stage is derived from the epoch number, so a resumed run lands in the right stage
 without extra state.
@@ -19,6 +20,7 @@ from ignite.engine import Engine, Events
 from torch.utils.data import DataLoader
 
 from .checkpoint import BestModelSaver
+from .warm_start import WARM_START_METHODS, estimate_ntms
 
 __all__ = ["JCASStages", "StagePolyLR", "with_batch_size"]
 
@@ -53,7 +55,9 @@ class JCASStages:
 
     Attach to the trainer. While in stage 1 it keeps the best weights by the evaluator's key metric in
     ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
-    the matrices, clears the optimiser's running state and applies ``stage2`` to the loss. With
+    the matrices (with ``warm_start``, to the estimate of the warm-up model over the training data, see
+    :func:`~jcas_monai.engines.estimate_ntms`), clears the optimisers' running state and applies
+    ``stage2`` to the loss. With
     ``stage2_batch_size`` the trainer's data loader is replaced by one of that batch size over the same
     dataset and sampler from the first stage-2 epoch on (also when a run resumes in stage 2), and the epoch
     length follows. Its own state (the best warm-up metric) is part of the checkpoint through
@@ -63,6 +67,7 @@ class JCASStages:
         loss: the JCAS loss; ``stage2`` entries are set as its attributes.
         network: the network whose weights are kept and restored.
         optimizer: optimiser whose per-parameter state (momentum) is cleared at the switch.
+        matrix_optimizer: the matrices' optimiser, likewise cleared.
         evaluator: validation engine providing the key metric.
         warmup_epochs: length of stage 1; ``0`` starts directly in stage 2 (no warm-up).
         stage2: loss settings of stage 2, e.g. ``{"class_correction": true, "affinity_correction": true,
@@ -71,6 +76,8 @@ class JCASStages:
         stage2_batch_size: training batch size of stage 2; ``None`` keeps the trainer's loader.
         save: keep ``warmup_model.pt`` up to date; ``False`` on the DDP ranks other than 0, which read the
             file rank 0 writes (``bundle/configs/multi_gpu_train.json``).
+        warm_start: ``"none"`` (the authors' initialisation), ``"confusion"`` or ``"anchor"`` (config key
+            ``ntm_warm_start``).
     """
 
     def __init__(
@@ -84,13 +91,21 @@ class JCASStages:
         save_dir: str | os.PathLike,
         stage2_batch_size: int | None = None,
         save: bool = True,
+        matrix_optimizer: torch.optim.Optimizer | None = None,
+        warm_start: str = "none",
     ) -> None:
+        if warm_start not in ("none", *WARM_START_METHODS):
+            raise ValueError(
+                f"ntm_warm_start must be one of 'none', {', '.join(map(repr, WARM_START_METHODS))}; "
+                f"got {warm_start!r}"
+            )
         unknown = [k for k in stage2 if not hasattr(loss, k)]
         if unknown:
             raise ValueError(
                 f"stage2 sets {unknown}, which {type(loss).__name__} does not have (config key 'stage2')"
             )
         self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
+        self.matrix_optimizer, self.warm_start = matrix_optimizer, warm_start
         self.warmup_epochs = int(warmup_epochs)
         self.stage2 = dict(stage2)
         if stage2_batch_size is not None and int(stage2_batch_size) < 1:
@@ -117,7 +132,7 @@ class JCASStages:
         if self.stage == 2 or engine.state.epoch <= self.warmup_epochs:
             return
         if engine.state.epoch == self.warmup_epochs + 1 and self.warmup_epochs > 0:
-            self._start_jcas_stage()
+            self._start_jcas_stage(engine)
         for key, value in self.stage2.items():
             setattr(self.loss, key, value)
         self.stage = 2
@@ -135,16 +150,29 @@ class JCASStages:
             engine.data_loader = loader
         print(f"JCAS stage: batch size {self.stage2_batch_size}, {len(loader)} iterations per epoch")
 
-    def _start_jcas_stage(self) -> None:
+    def _start_jcas_stage(self, engine: Engine) -> None:
         path = self.warmup_best.path
+        device = next(self.network.parameters()).device
         if path.is_file():
-            device = next(self.network.parameters()).device
             self.network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
             print(
                 f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})"
             )
-        self.loss.reset_matrices()
-        self.optimizer.state.clear()
+        matrices = {}
+        if self.warm_start != "none":
+            estimates = estimate_ntms(self.network, engine.state.dataloader, self.loss.t_c.num_classes, device)
+            for method, estimate in estimates.items():
+                chosen = " (warm start)" if method == self.warm_start else ""
+                print(f"{method} estimate of the warm-up model{chosen}: T_C {_fmt(estimate['T_C'])}, T_A {_fmt(estimate['T_A'])}")
+            matrices = {"t_c": estimates[self.warm_start]["T_C"], "t_a": estimates[self.warm_start]["T_A"]}
+        self.loss.reset_matrices(**matrices)
+        for optimizer in (self.optimizer, self.matrix_optimizer):
+            if optimizer is not None:
+                optimizer.state.clear()
+
+
+def _fmt(matrix: torch.Tensor) -> str:
+    return "[" + ", ".join("[" + " ".join(f"{v:.3f}" for v in row) + "]" for row in matrix.tolist()) + "]"
 
 
 def with_batch_size(loader: DataLoader, batch_size: int) -> DataLoader:

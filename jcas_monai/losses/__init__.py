@@ -8,5 +8,6 @@ from .ntm import (
     class_to_affinity_ntm,
     empirical_affinity_ntm,
     empirical_class_ntm,
+    load_matrix,
     pair_counts,
 )

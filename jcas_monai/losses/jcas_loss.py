@@ -67,6 +67,9 @@ class JCASLoss(_Loss):
         calc_weight: weight of CALC.
         calc_distance: ``"l2"`` or ``"mse"``, see :class:`~jcas_monai.losses.CALCLoss`.
         ntm_init: initial value of the free parameters of both matrices.
+        fixed_t_c: a ``(K, K)`` matrix used as ``T_C`` instead of a learned one (an oracle, for diagnosis;
+            see :func:`~jcas_monai.losses.load_matrix`).
+        fixed_t_a: likewise a ``(2, 2)`` matrix for ``T_A``.
         ignore_index: label value of pixels without supervision.
         chunk_size: rows per chunk of the affinity loss (None: automatic).
 
@@ -87,6 +90,8 @@ class JCASLoss(_Loss):
         calc_weight: float = 0.0,
         calc_distance: str = "l2",
         ntm_init: float = -2.0,
+        fixed_t_c: torch.Tensor | None = None,
+        fixed_t_a: torch.Tensor | None = None,
         ignore_index: int = 255,
         chunk_size: int | None = None,
     ) -> None:
@@ -109,17 +114,18 @@ class JCASLoss(_Loss):
         self.affinity_correction = affinity_correction
         self.logdet_weight = logdet_weight
         self.calc_weight = calc_weight
-        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init)
-        self.t_a = NoiseTransitionMatrix(2, ntm_init)
+        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, fixed_t_c)
+        self.t_a = NoiseTransitionMatrix(2, ntm_init, fixed_t_a)
         self.class_loss = ForwardCorrectedCELoss(ignore_index=ignore_index)
         self.affinity_loss = AffinityBCELoss(chunk_size=chunk_size)
         self.calc_loss = CALCLoss(calc_distance)
         self._last_terms: dict[str, torch.Tensor] = {}
 
-    def reset_matrices(self) -> None:
-        """Re-initialise ``T_C`` and ``T_A`` (the JCAS stage starts with fresh matrices)."""
-        for ntm in (self.t_c, self.t_a):
-            ntm.reset_parameters()
+    def reset_matrices(self, t_c: torch.Tensor | None = None, t_a: torch.Tensor | None = None) -> None:
+        """Re-initialise ``T_C`` and ``T_A`` (the JCAS stage starts with fresh matrices), to the default
+        initialisation or to the given estimates (a warm start); fixed matrices stay as they are."""
+        self.t_c.reset_parameters(t_c)
+        self.t_a.reset_parameters(t_a)
 
     @property
     def last_terms(self) -> dict[str, float]:

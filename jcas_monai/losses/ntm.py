@@ -5,7 +5,8 @@ affinity-level NTM ``T_A`` (``2 x 2``) model how clean labels turn into noisy on
 package rows are the clean label, columns the noisy label, rows sum to 1, and at affinity level index
 0 means "different class" and index 1 "same class".
 
-This module holds the learnable parameterisation (:class:`NoiseTransitionMatrix`), the closed form
+This module holds the learnable parameterisation (:class:`NoiseTransitionMatrix`), the checked loading of
+a given matrix (:func:`load_matrix`, for oracle matrices), the closed form
 ``T_{C->A}`` used by CALC (:func:`class_to_affinity_ntm`), and exact counting of both matrices from
 a clean/noisy label pair (:func:`empirical_class_ntm`, :func:`empirical_affinity_ntm`), which serve
 as ground truth in diagnostics and tests.
@@ -13,7 +14,10 @@ as ground truth in diagnostics and tests.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +30,7 @@ __all__ = [
     "class_to_affinity_ntm",
     "empirical_affinity_ntm",
     "empirical_class_ntm",
+    "load_matrix",
     "pair_counts",
 ]
 
@@ -40,27 +45,109 @@ class NoiseTransitionMatrix(nn.Module):
     parameter filled with ``init``. At ``init = -2`` the diagonal is ``1 / (1 + (K-1) sigmoid(-2))``:
     about 0.737 for ``K = 4`` and 0.894 for ``K = 2``. Rows are the clean label, columns the noisy one.
 
+    :meth:`reset_parameters` can also start from a given matrix (a warm start): ``w`` is then the inverse
+    of the parameterisation, ``sigmoid(w_ab) = T_ab / T_aa``. The parameterisation only holds rows whose
+    diagonal entry is the largest one; other rows are approached as closely as it allows (the ratio is
+    clipped to ``[1e-4, 1 - 1e-4]``, then renormalised). The matrix the current values started from is
+    the buffer ``initial``.
+
+    With ``fixed`` the module returns that matrix unchanged (an oracle matrix, for diagnosis) and ``w``
+    does not train.
+
     Args:
         num_classes: matrix size ``K`` (the number of classes for ``T_C``, 2 for ``T_A``).
         init: initial value of every entry of ``w``.
+        fixed: a ``(K, K)`` row-stochastic matrix to return instead of a learned one (see :func:`load_matrix`).
     """
 
-    def __init__(self, num_classes: int, init: float = -2.0) -> None:
+    def __init__(self, num_classes: int, init: float = -2.0, fixed: torch.Tensor | None = None) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.init = float(init)
-        self.weight = nn.Parameter(torch.full((num_classes, num_classes), self.init))
+        self.weight = nn.Parameter(torch.full((num_classes, num_classes), self.init), requires_grad=fixed is None)
         self.register_buffer("eye", torch.eye(num_classes), persistent=False)
+        if fixed is not None:
+            fixed = torch.as_tensor(fixed, dtype=torch.float32)
+            if fixed.shape != (num_classes, num_classes):
+                raise ValueError(
+                    f"NoiseTransitionMatrix: fixed matrix must be {num_classes} x {num_classes}, "
+                    f"got shape {tuple(fixed.shape)}"
+                )
+        self.register_buffer("fixed", fixed)
+        self.register_buffer("initial", self._matrix())
 
-    def reset_parameters(self) -> None:
-        """Fill ``w`` with its initial value again."""
-        with torch.no_grad():
+    def _matrix(self) -> torch.Tensor:
+        if self.fixed is not None:
+            return self.fixed
+        t = self.eye + torch.sigmoid(self.weight) * (1 - self.eye)
+        return t / t.sum(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def reset_parameters(self, matrix: torch.Tensor | None = None) -> None:
+        """Fill ``w`` with its initial value again, or, with ``matrix`` ``(K, K)`` (row-stochastic), set
+        ``w`` so that the module returns ``matrix`` (see the class notes). A fixed matrix stays fixed."""
+        if self.fixed is not None:
+            return
+        if matrix is None:
             self.weight.fill_(self.init)
+        else:
+            matrix = torch.as_tensor(matrix).to(self.weight)
+            ratio = matrix / matrix.diagonal().clamp_min(1e-12).unsqueeze(1)
+            self.weight.copy_(torch.logit(ratio.clamp(1e-4, 1 - 1e-4)))
+        self.initial.copy_(self._matrix())
 
     def forward(self) -> torch.Tensor:
         """Returns ``T``, ``(K, K)``, rows summing to 1."""
-        t = self.eye + torch.sigmoid(self.weight) * (1 - self.eye)
-        return t / t.sum(dim=1, keepdim=True)
+        return self._matrix()
+
+
+def load_matrix(
+    spec: str | os.PathLike | Sequence[Sequence[float]] | None, size: int, name: str, atol: float = 1e-3
+) -> torch.Tensor | None:
+    """A given noise transition matrix, checked: ``size x size``, no negative entry, rows summing to 1.
+
+    Args:
+        spec: ``None`` (no matrix); a nested list; or a JSON file, optionally followed by ``#``-separated
+            keys into it, e.g. ``runs/ell/noise_report.json#T_C`` (the noise report) or
+            ``runs/cell/ntm/ntm.json#empirical#T_C`` (a training's matrix report).
+        size: expected number of rows and columns.
+        name: the config key that gave ``spec``, named in errors.
+        atol: tolerance of the row sums.
+
+    Returns:
+        ``(size, size)`` float32, or ``None`` when ``spec`` is ``None``.
+
+    Raises:
+        ValueError: a missing file or key, or a matrix of the wrong shape, with a negative entry, or with
+            a row that does not sum to 1; the message names ``name`` and the file and key.
+    """
+    if spec is None:
+        return None
+    where = f"{name}"
+    if isinstance(spec, (str, os.PathLike)):
+        path, *keys = str(spec).split("#")
+        where = f"{name} ({spec})"
+        if not Path(path).is_file():
+            raise ValueError(f"{where}: no such file {path}")
+        value = json.loads(Path(path).read_text())
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise ValueError(f"{where}: {path} has no key {key!r}")
+            value = value[key]
+        spec = value
+    try:
+        matrix = torch.as_tensor(spec, dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: not a matrix of numbers ({err})") from None
+    if matrix.shape != (size, size):
+        raise ValueError(f"{where}: must be {size} x {size}, got shape {tuple(matrix.shape)}")
+    if not torch.isfinite(matrix).all() or (matrix < 0).any():
+        raise ValueError(f"{where}: entries must be finite and non-negative, got {matrix.tolist()}")
+    bad = (matrix.sum(dim=1) - 1).abs() > atol
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"{where}: row {row} sums to {matrix[row].sum().item():.4f}, not 1")
+    return matrix.float()
 
 
 def class_to_affinity_ntm(t_c: torch.Tensor, class_freq: torch.Tensor) -> torch.Tensor:

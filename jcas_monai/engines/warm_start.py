@@ -1,0 +1,120 @@
+"""Warm start of the noise transition matrices from the warm-up model (before the JCAS stage).
+
+The authors start the JCAS stage from ``T = I + sigmoid(-2) (1 - I)`` row-normalised, whatever the noise.
+A model trained on the noisy labels already knows a good deal about them, so the matrices can start from
+an estimate instead (``ntm_warm_start`` in the bundle config):
+
+- ``"confusion"``: the model's prediction is taken as the clean label and counted against the noisy one.
+  ``T_C(a, b)`` is the fraction of pixels predicted ``a`` that are labelled ``b``; ``T_A`` is counted the
+  same way over the ordered pixel pairs of each image (:func:`~jcas_monai.losses.pair_counts`).
+- ``"anchor"``: anchor points (Patrini et al., CVPR 2017, "Making deep neural networks robust to label
+  noise: a loss correction approach"). The model trained on noisy labels estimates the noisy posterior
+  ``p(noisy | x)``; at a pixel that is almost surely of clean class ``a`` that posterior is row ``a`` of
+  ``T_C``. Row ``a`` is the posterior at the pixel whose ``p(noisy = a | x)`` is at the ``quantile``
+  (0.97 as in the reference code) over the training pixels. ``T_A`` is then the closed form
+  :func:`~jcas_monai.losses.class_to_affinity_ntm` with the predicted class fractions.
+
+Both estimates are computed in one pass over the training data and returned; the chosen one initialises
+the matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.distributed as dist
+
+from ..losses.ntm import class_to_affinity_ntm, pair_counts
+
+__all__ = ["WARM_START_METHODS", "estimate_ntms"]
+
+WARM_START_METHODS = ("confusion", "anchor")
+
+_ANCHOR_STRIDE = 4
+"""Pixels kept per image for the anchor points: every 4th row and column."""
+
+
+def _row_normalise(counts: torch.Tensor) -> torch.Tensor:
+    rows = counts.sum(dim=1, keepdim=True)
+    eye = torch.eye(counts.shape[0], dtype=counts.dtype)
+    return torch.where(rows > 0, counts / rows.clamp_min(1e-12), eye)
+
+
+def _anchor_ntm(prob: torch.Tensor, quantile: float) -> torch.Tensor:
+    """``(K, K)`` anchor-point estimate from posteriors ``prob`` ``(P, K)`` over the training pixels."""
+    rows = []
+    for a in range(prob.shape[1]):
+        column = prob[:, a]
+        threshold = torch.quantile(column, quantile)
+        rows.append(prob[(column - threshold).abs().argmin()])
+    return torch.stack(rows)
+
+
+def _all_reduce_mean(matrices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Average the estimates of all processes of a distributed run (each saw its own shard)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return matrices
+    out = {}
+    for name, matrix in matrices.items():
+        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        value = matrix.to(backend_device)
+        dist.all_reduce(value)
+        out[name] = (value / dist.get_world_size()).to(matrix.device)
+    return out
+
+
+@torch.no_grad()
+def estimate_ntms(
+    network: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    ignore_index: int = 255,
+    quantile: float = 0.97,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Estimate ``T_C`` and ``T_A`` of the noisy labels from a model trained on them.
+
+    Args:
+        network: the model; in eval mode it must return class log-probabilities or logits ``(B, K, H, W)``
+            at the label size (as :class:`~jcas_monai.networks.JCASNet` does). Its mode is restored.
+        batches: training batches with ``image`` ``(B, C, H, W)`` and the noisy ``label`` ``(B, 1, H, W)``.
+        num_classes: ``K``.
+        device: where the network runs.
+        ignore_index: label value of pixels without supervision.
+        quantile: the anchor points' quantile of ``p(noisy = a | x)``.
+
+    Returns:
+        ``{"confusion": {"T_C", "T_A"}, "anchor": {"T_C", "T_A"}}``, float64 on the CPU, rows clean,
+        columns noisy, ``T_A`` index 1 = same class.
+    """
+    was_training = network.training
+    network.eval()
+    joint = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    pairs = torch.zeros(2, 2, dtype=torch.float64)
+    kept = []
+    try:
+        for batch in batches:
+            prob = network(batch["image"].to(device)).float().softmax(dim=1).cpu()
+            label = batch["label"].cpu().long()[:, 0]
+            pred = prob.argmax(dim=1)
+            for p, y in zip(pred, label):
+                valid = y != ignore_index
+                counts = torch.bincount(p[valid] * num_classes + y[valid], minlength=num_classes**2)
+                counts = counts.view(num_classes, num_classes)
+                joint += counts
+                pairs += pair_counts(counts)
+            kept.append(prob[:, :, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].movedim(1, -1).reshape(-1, num_classes))
+    finally:
+        network.train(was_training)
+    prob = torch.cat(kept).double()
+    t_c_anchor = _anchor_ntm(prob, quantile)
+    predicted_freq = joint.sum(dim=1)
+    matrices = {
+        "confusion_T_C": _row_normalise(joint),
+        "confusion_T_A": _row_normalise(pairs),
+        "anchor_T_C": t_c_anchor,
+        "anchor_T_A": class_to_affinity_ntm(t_c_anchor, predicted_freq),
+    }
+    matrices = _all_reduce_mean(matrices)
+    return {m: {"T_C": matrices[f"{m}_T_C"], "T_A": matrices[f"{m}_T_A"]} for m in WARM_START_METHODS}
