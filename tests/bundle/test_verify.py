@@ -22,6 +22,16 @@ TINY_NET = {
 }
 
 
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(BUNDLE) for p in BUNDLE.rglob("*.json") if p.parent.name != "schema"), ids=str
+)
+def test_bundle_json_is_formatted_as_model_zoo_pre_commit_leaves_it(path):
+    """Model-zoo's ``pretty-format-json --autofix --no-sort-keys --indent=4``: a diff would fail its pre-commit.
+    (The schema is MONAI's file, kept byte for byte.)"""
+    text = (BUNDLE / path).read_text()
+    assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=True) + "\n"
+
+
 def test_schema_is_monais_file_and_metadata_follows_it():
     assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == SCHEMA_MD5
     assert json.loads(SCHEMA.read_text())["required"][-1] == "network_data_format"
@@ -49,6 +59,15 @@ def test_metadata_matches_the_configs():
     )
     assert list(fmt["outputs"]["pred"]["channel_def"].values()) == train["class_names"]
     assert {"mean_dice", "mean_jac"} <= set(meta["eval_metrics"])
+
+
+def test_metadata_release_entry_and_monailabel_version():
+    """Model-zoo's ``verify_version_changes``: the version has a changelog entry (newest first); the MONAI
+    Label version declared is the one the tests drive."""
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert next(iter(meta["changelog"])) == meta["version"]
+    pins = (BUNDLE.parent / "requirements-monailabel.txt").read_text().splitlines()
+    assert f"monailabel=={meta['supported_apps']['monailabel']}" in pins
 
 
 @pytest.mark.parametrize("config", [INFERENCE, TRAIN])
