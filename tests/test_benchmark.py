@@ -3,7 +3,9 @@
 Times are never asserted (this is a correctness check, not a timed test).
 """
 
+import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,11 +60,21 @@ def test_report_structure(report):
     bundle = report["training"][1]["config"]
     assert bundle["spatial_size"] == [64, 80] and bundle["network"]["grid_size"] == [8, 10]
     assert [p["grid"] for p in report["pairwise"]] == [6, 8]
-    assert [i["size"] for i in report["inference"]] == [[256, 320]] * 2
+    inference = report["inference"]
+    assert [(i["runtime"], i["size"]) for i in inference] == [
+        (runtime, [256, 320]) for runtime in ("eager", "torchscript", "onnxruntime", "eager")
+    ]
+    assert [i["setting"] for i in inference] == ["bundle default"] * 3 + [report["training"][0]["setting"]]
+    onnx_missing = importlib.util.find_spec("onnxruntime") is None
+    assert all(i["median_s"] > 0 for i in inference if not (onnx_missing and i["runtime"] == "onnxruntime"))
     wait = report["data_wait"]
     assert wait["iterations_counted"] == 1 and 0 <= wait["share"] <= 1
     assert {c["id"] for c in report["targets"]} == set(TARGETS)
-    assert "Targets" in format_report(report)
+    text = format_report(report)
+    assert "Targets" in text
+    latency = text.split("3. Inference latency")[1].split("4. Data waiting")[0]
+    for runtime in ("eager", "torchscript", "onnxruntime"):
+        assert re.search(rf"^bundle default +{runtime} +(\d|skipped)", latency, re.MULTILINE), latency
 
 
 def test_factorised_equals_dense(report):

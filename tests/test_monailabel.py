@@ -155,3 +155,29 @@ def test_datastore_exports_a_checked_datalist(app, tmp_path):
     report = check_datalist(out, num_classes=4)
     assert not report.errors, report.errors
     assert json.loads(out.read_text()) == data
+
+
+def test_epistemic_scoring_samples_the_network_with_dropout(app, trained, tmp_path):
+    """MONAI Label's active-learning score as its ``monaibundle`` app registers it: ``BundleInferTask`` in
+    training mode with ``network_def#dropout`` set, run several times per unlabelled frame."""
+    from monai.transforms import Invertd, SaveImaged
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.infer.bundle import BundleInferTask
+    from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
+
+    bundle, studies = app
+    for i in range(2):
+        shutil.copy(studies / f"frame_{i}.png", tmp_path / f"unlabelled_{i}.png")
+    datastore = LocalDatastore(str(tmp_path), extensions=["*.png"], auto_reload=False)
+    task = BundleInferTask(
+        str(bundle), {}, train_mode=True, skip_writer=True, dropout=0.2, post_filter=[SaveImaged, Invertd]
+    )
+    assert task.is_valid()
+    network = task._get_network("cpu", {})
+    assert network.training and network.head_dropout.p == 0.2
+
+    summary = EpistemicScoring(task, simulation_size=3)({"device": "cpu", "max_workers": 1}, datastore)
+    assert summary["executed"] == 2
+    for i in range(2):
+        entropy = datastore.get_image_info(f"unlabelled_{i}")["epistemic_entropy"]
+        assert np.isfinite(entropy) and entropy >= 0

@@ -22,6 +22,10 @@ def _x(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}x"
 
 
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den == 0 else num / den
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -121,7 +125,14 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(f"   B={p0['batch']}, K={p0['num_classes']}, C={p0['channels']}; corrected BCE (T_A)")
 
     out += ["", "3. Inference latency, one 256 x 320 frame (batch 1, eval, no grad)"]
-    out += _table(["network", "latency"], [[i["setting"], _s(i["median_s"])] for i in report["inference"]])
+    eager = {i["setting"]: i.get("median_s") for i in report["inference"] if i["runtime"] == "eager"}
+    rows = [
+        [i["setting"], i["runtime"], _s(i.get("median_s")), _x(_ratio(eager.get(i["setting"]), i.get("median_s")))]
+        if "skipped" not in i
+        else [i["setting"], i["runtime"], "skipped", i["skipped"]]
+        for i in report["inference"]
+    ]
+    out += _table(["network", "runtime", "latency", "speed vs eager"], rows)
 
     w = report["data_wait"]
     out += [

@@ -2,7 +2,8 @@
 
 1. One training iteration, baseline vs JCAS, at the paper setting and at the bundle default.
 2. Factorised DAR + affinity pair loss vs the dense ``B x N x N`` reference, per grid size.
-3. Inference latency of one 256 x 320 frame, bundle default and paper networks.
+3. Inference latency of one 256 x 320 frame: the bundle default network eager, in TorchScript and in ONNX
+   Runtime, and the paper network eager.
 4. The share of a training iteration spent waiting for data, in the bundle's own trainer.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from jcas_monai.benchmark.measure import alloc_peak, available_memory, rss_peak, time_alternating
 from jcas_monai.benchmark.workloads import (
+    INFERENCE_RUNTIMES,
     VARIANTS,
     bundle_setting,
     make_inference,
@@ -60,7 +62,10 @@ class BenchmarkOptions:
         pairwise_iterations: timed rounds per grid (after the profiled comparison run, which is the warm-up).
         dense_memory_fraction: run the dense reference only if its extrapolated peak is below this
             fraction of the available memory.
-        inference_iterations: timed rounds of the inference latency.
+        inference_warmup, inference_iterations: untimed and timed rounds of the inference latency (the
+            TorchScript profiling executor optimises over its first runs).
+        inference_runtimes: runtimes of the bundle network's latency (see
+            :data:`~jcas_monai.benchmark.workloads.INFERENCE_RUNTIMES`); the paper network runs eager.
         data_epochs, data_iterations_per_epoch: length of the trainer run of part 4 (its first epoch is
             the warm-up and is not counted).
         paper_setting_override: a setting dict used instead of the paper setting (tests only).
@@ -82,7 +87,9 @@ class BenchmarkOptions:
     pairwise_classes: int = 4
     pairwise_iterations: int = 3
     dense_memory_fraction: float = 0.5
+    inference_warmup: int = 3
     inference_iterations: int = 5
+    inference_runtimes: Sequence[str] = INFERENCE_RUNTIMES
     data_epochs: int = 3
     data_iterations_per_epoch: int = 4
     paper_setting_override: dict[str, Any] | None = None
@@ -195,12 +202,28 @@ def _pairwise(opts: BenchmarkOptions, device: torch.device) -> list[dict[str, An
     return results
 
 
-def _inference(settings: Sequence[dict[str, Any]], device: torch.device, iterations: int) -> list[dict]:
-    """Part 3: eval-mode latency of one 256 x 320 frame per setting's network."""
+def _inference(
+    bundle: dict[str, Any], paper: dict[str, Any], device: torch.device, opts: BenchmarkOptions
+) -> list[dict]:
+    """Part 3: eval-mode latency of one 256 x 320 frame, the bundle network in each runtime, the paper
+    network eager; a runtime that cannot run here is recorded with the reason instead of figures."""
     size = (256, 320)
-    fns = {s["name"]: make_inference(s, device, size) for s in settings}
-    timing = time_alternating(fns, device, 1, iterations)
-    return [{"setting": name, "size": list(size), **timing[name]} for name in fns]
+    cases = [(bundle, runtime) for runtime in opts.inference_runtimes] + [(paper, "eager")]
+    fns, rows = {}, []
+    for setting, runtime in cases:
+        row = {"setting": setting["name"], "runtime": runtime, "size": list(size)}
+        if runtime == "onnxruntime" and device.type != "cpu":
+            row["skipped"] = "ONNX Runtime is measured on the CPU only"
+        else:
+            try:
+                fns[f"{setting['name']} / {runtime}"] = make_inference(setting, device, size, runtime)
+            except ImportError as err:
+                row["skipped"] = f"{err} (pip install -r requirements-deploy.txt)"
+        rows.append(row)
+    timing = time_alternating(fns, device, opts.inference_warmup, opts.inference_iterations)
+    for row in rows:
+        row.update(timing.get(f"{row['setting']} / {row['runtime']}", {}))
+    return rows
 
 
 def _data_wait(opts: BenchmarkOptions) -> dict[str, Any]:
@@ -326,7 +349,7 @@ def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) ->
     log(f"[2/4] factorised vs dense DAR + pair loss, grids {list(opts.grids)}")
     pairwise = _pairwise(opts, device)
     log("[3/4] inference latency")
-    inference = _inference([bundle, paper], device, opts.inference_iterations)
+    inference = _inference(bundle, paper, device, opts)
     log("[4/4] data waiting in the bundle trainer")
     data_wait = _data_wait(opts)
     return {

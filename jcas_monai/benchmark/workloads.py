@@ -9,7 +9,11 @@ from ``bundle/configs/train.json`` so the benchmark follows the bundle.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +27,7 @@ from jcas_monai.networks import DAR
 from jcas_monai.transforms import AffinityLabel
 
 __all__ = [
+    "INFERENCE_RUNTIMES",
     "VARIANTS",
     "bundle_setting",
     "make_inference",
@@ -203,17 +208,57 @@ def make_train_step(setting: dict[str, Any], device: torch.device, seed: int = 0
     return step
 
 
+INFERENCE_RUNTIMES = ("eager", "torchscript", "onnxruntime")
+"""How the inference latency is measured: the PyTorch module, ``torch.jit.script`` of it (what
+``monai.bundle ckpt_export`` writes) and ONNX Runtime on its ``monai.bundle onnx_export`` form (CPU only;
+needs ``requirements-deploy.txt``)."""
+
+
 def make_inference(
-    setting: dict[str, Any], device: torch.device, size: tuple[int, int]
+    setting: dict[str, Any], device: torch.device, size: tuple[int, int], runtime: str = "eager"
 ) -> Callable[[], None]:
-    """Eval-mode, no-grad prediction of one ``size`` frame by the network of ``setting``."""
+    """Eval-mode, no-grad prediction of one ``size`` frame by the network of ``setting`` in ``runtime``
+    (one of :data:`INFERENCE_RUNTIMES`).
+
+    Raises:
+        ValueError: unknown ``runtime``, or ``onnxruntime`` on a device other than the CPU.
+        ImportError: ``onnxruntime`` without the deploy extra installed.
+    """
+    if runtime not in INFERENCE_RUNTIMES:
+        raise ValueError(f"unknown inference runtime {runtime!r}, expected one of {INFERENCE_RUNTIMES}")
     torch.manual_seed(0)
     network = _network(setting, device).eval()
     image = torch.randn(1, setting["in_channels"], *size, device=device)
+    if runtime == "onnxruntime":
+        return _onnxruntime_inference(network, image)
+    model = torch.jit.script(network) if runtime == "torchscript" else network
 
     def infer() -> None:
         with torch.no_grad():
-            network(image)
+            model(image)
+
+    return infer
+
+
+def _onnxruntime_inference(network: torch.nn.Module, image: torch.Tensor) -> Callable[[], None]:
+    """An ONNX Runtime session (CPU, torch's thread count) on the network exported as ``onnx_export`` does."""
+    import onnxruntime
+    from monai.networks.utils import convert_to_onnx
+
+    if image.device.type != "cpu":
+        raise ValueError(f"the onnxruntime latency is measured on the CPU, not {image.device}")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+            convert_to_onnx(network, [image], filename=path, use_trace=False)
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: image.numpy()}
+
+    def infer() -> None:
+        session.run(None, feed)
 
     return infer
 

@@ -106,7 +106,7 @@ class NTMReport:
         }
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "ntm.json"
-        path.write_text(json.dumps(report, indent=2))
+        path.write_text(json.dumps(report, indent=4) + "\n")  # as model-zoo's pre-commit formats bundle JSON
         self._heatmaps(report)
         print(f"noise transition matrices written to {path}")
         return path

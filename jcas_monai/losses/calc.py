@@ -23,7 +23,8 @@ class CALCLoss(_Loss):
     "same -> same" meets "different -> different"; this implementation does not.)
 
     The loss is a single distance between two ``2 x 2`` matrices, so the ``_Loss`` reduction does not
-    apply.
+    apply. It runs in (at least) float32 with autocast disabled: the closed form subtracts sums of squared
+    frequencies, which half precision would lose.
 
     Args:
         distance: ``"l2"``: Frobenius norm of the difference (paper); ``"mse"``: mean squared error of
@@ -46,7 +47,9 @@ class CALCLoss(_Loss):
         Returns:
             scalar distance, differentiable in ``t_c`` and ``t_a``.
         """
-        diff = class_to_affinity_ntm(t_c, class_freq) - t_a.to(t_c.dtype)
-        if self.distance == "l2":
-            return torch.linalg.matrix_norm(diff)
-        return (diff**2).mean()
+        with torch.autocast(device_type=t_c.device.type, enabled=False):
+            t_c = t_c.to(torch.promote_types(t_c.dtype, torch.float32))
+            diff = class_to_affinity_ntm(t_c, class_freq) - t_a.to(t_c.dtype)
+            if self.distance == "l2":
+                return torch.linalg.matrix_norm(diff)
+            return (diff**2).mean()

@@ -142,11 +142,10 @@ class DeepLabV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        feats = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            feats.append(x)
-        return feats
+        c1 = self.layer1(x)
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        return [c1, c2, c3, self.layer4(c3)]
 
 
 def load_imagenet_weights(backbone: nn.Module, path: str | Path, ignore: Sequence[str] = ("fc.",)) -> None:

@@ -9,7 +9,8 @@ positions together and inter-class affinity (``1 - P'`` row-normalised) pushes d
 block runs in ``O(N C K)`` time and memory and never forms the ``N x N`` affinity matrix (``N = h w``).
 In training, the feature normalisation and DAR are autograd functions with hand-written backward passes,
 which read the ``(C, N)`` unit features twice and write their gradient once; without gradients and under
-TorchScript tracing the same forward runs as plain tensor operations.
+TorchScript tracing the same forward runs as plain tensor operations; ``torch.jit.script`` compiles
+that plain form (the scripted block has no autocast guard: its inputs are cast to float32).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ _NORM_EPS = 1e-12
 __all__ = ["AFFINITY_EPS", "DAR", "normalized_affinity_features"]
 
 
-def _unit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _unit(x: torch.Tensor, floor: float = _NORM_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``relu(x) / max(||relu(x)||, 1e-12)`` over the channels of ``x (B, C, N)``, as ``F.normalize``;
     also the denominator and where the norm is above the floor."""
     rect = F.relu(x)
     norm = torch.linalg.vector_norm(rect, dim=1, keepdim=True)
-    denom = norm.clamp_min(_NORM_EPS)
-    return rect / denom, denom, norm >= _NORM_EPS
+    denom = norm.clamp_min(floor)
+    return rect / denom, denom, norm >= floor
 
 
 class _UnitFeatures(torch.autograd.Function):
@@ -84,7 +85,15 @@ def normalized_affinity_features(features: torch.Tensor) -> torch.Tensor:
     return _unit_features(features).transpose(1, 2)
 
 
-def _dar(unit: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+_Saved = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]
+"""What the backward of :class:`_DARFunction` reads (spelled out: TorchScript compiles :func:`_dar`)."""
+
+
+def _dar(
+    unit: torch.Tensor, q: torch.Tensor, eps: float = AFFINITY_EPS, floor: float = _INTER_ROW_SUM_FLOOR
+) -> tuple[torch.Tensor, _Saved]:
     """``P_dar`` ``(B, K, N)`` from unit features ``U (B, C, N)`` and logits ``Q (B, K, N)``, and the
     tensors its backward needs.
 
@@ -95,13 +104,13 @@ def _dar(unit: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, tuple[torch
     m_ext = unit @ q_ext.transpose(1, 2)
     p_ext = m_ext.transpose(1, 2) @ unit
     q_sum = q.sum(dim=-1, keepdim=True)  # 1^T Q, (B, K, 1)
-    pq = p_ext[:, :-1] + AFFINITY_EPS * q_sum  # P' Q, (B, K, N)
-    row_sum = p_ext[:, -1:] + AFFINITY_EPS * n  # P' 1, (B, 1, N)
+    pq = p_ext[:, :-1] + eps * q_sum  # P' Q, (B, K, N)
+    row_sum = p_ext[:, -1:] + eps * n  # P' 1, (B, 1, N)
     inter_sum = n - row_sum
-    inter_den = inter_sum.clamp_min(_INTER_ROW_SUM_FLOOR)
+    inter_den = inter_sum.clamp_min(floor)
     p_intra = q + pq / row_sum
     p_inter = q - (q_sum - pq) / inter_den
-    unclamped = inter_sum >= _INTER_ROW_SUM_FLOOR
+    unclamped = inter_sum >= floor
     return (p_intra + p_inter) / 2, (unit, q_ext, m_ext, pq, q_sum, row_sum, inter_den, unclamped)
 
 
@@ -166,11 +175,21 @@ class DAR(nn.Module):
         """
         if logits.shape[0] != features.shape[0] or logits.shape[2:] != features.shape[2:]:
             raise ValueError(
-                f"DAR: logits {tuple(logits.shape)} and features {tuple(features.shape)} must share "
+                f"DAR: logits {list(logits.shape)} and features {list(features.shape)} must share "
                 "batch and grid size"
             )
         b, k, h, w = logits.shape
-        with torch.autocast(device_type=logits.device.type, enabled=False):
-            unit, q = _unit_features(features.float()), logits.float().flatten(2)
-            p_dar = _dar(unit, q)[0] if _plain_ops(unit, q) else _DARFunction.apply(unit, q)
+        if torch.jit.is_scripting():
+            p_dar = _dar(_unit(features.float().flatten(2))[0], logits.float().flatten(2))[0]
+        else:
+            p_dar = _dar_float32(logits, features)
         return p_dar.reshape(b, k, h, w)
+
+
+@torch.jit.unused
+def _dar_float32(logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """``P_dar (B, K, N)`` in float32 with autocast disabled, through the autograd functions when a
+    gradient is needed (TorchScript compiles the plain form in :meth:`DAR.forward` instead)."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        unit, q = _unit_features(features.float()), logits.float().flatten(2)
+        return _dar(unit, q)[0] if _plain_ops(unit, q) else _DARFunction.apply(unit, q)

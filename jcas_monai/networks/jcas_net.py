@@ -7,8 +7,6 @@ pair-wise affinity ``P'``; the :class:`~jcas_monai.networks.DAR` block refines `
 fixed grid.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from numbers import Integral
 
@@ -44,7 +42,11 @@ class ClassHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> logits ``(B, K, h, w)``."""
-        return sum(conv(x) for conv in self.convs)
+        out = self.convs[0](x)
+        for i, conv in enumerate(self.convs):
+            if i > 0:
+                out = out + conv(x)
+        return out
 
 
 class AffinityHead(nn.Sequential):
@@ -63,10 +65,10 @@ class AffinityHead(nn.Sequential):
         )
 
 
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if x.shape[-2] == size[0] and x.shape[-1] == size[1]:
         return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=[size[0], size[1]], mode="bilinear", align_corners=False)
 
 
 def _grid(size: Sequence[int], key: str) -> tuple[int, int]:
@@ -95,6 +97,9 @@ class JCASNet(nn.Module):
         eval_grid_size: DAR grid at inference (32 x 32 in the authors' test code).
         head_dilations: dilations of the class heads.
         authors_head: the authors' class-head quirk (see :class:`ClassHead`).
+        dropout: probability of dropping a feature entry at the input of the class and affinity heads while
+            training (0 by default: no dropout layer). MONAI Label's epistemic scoring sets it and samples
+            predictions in training mode without gradients.
 
     Forward:
         ``x`` of shape ``(B, C_in, H, W)``.
@@ -102,9 +107,13 @@ class JCASNet(nn.Module):
         - training mode: a dict with ``main_logits`` and ``aux_logits`` (class logits ``Q`` at the
           encoder resolution), and when enabled ``main_features`` / ``aux_features`` (affinity features
           on ``grid_size``) and ``main_dar`` / ``aux_dar`` (``P_dar`` on ``grid_size``).
-        - eval mode: ``(B, K, H, W)`` log-probabilities of the test-time combination of the main branch,
+        - eval mode, or training mode without gradients (Monte-Carlo dropout): ``(B, K, H, W)``
+          log-probabilities of the test-time combination of the main branch,
           ``log((softmax(P_dar) + softmax(Q)) / 2)`` with DAR on ``eval_grid_size`` (or the upsampled
           ``Q`` logits without DAR); its argmax is the authors' prediction.
+
+        In eval mode the network compiles with ``torch.jit.script`` (any input size); the training-mode
+        output is not part of the scripted module.
     """
 
     def __init__(
@@ -121,8 +130,11 @@ class JCASNet(nn.Module):
         eval_grid_size: Sequence[int] = (32, 32),
         head_dilations: Sequence[int] = (6, 12, 18, 24),
         authors_head: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"JCASNet: config key 'dropout' must be in [0, 1), got {dropout!r}")
         if use_dar and not use_affinity:
             raise ValueError("JCASNet: use_dar=True needs use_affinity=True (DAR reasons with the affinity features)")
         channels = tuple(feature_channels or getattr(backbone, "feature_channels", ()))
@@ -131,6 +143,7 @@ class JCASNet(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.branch_index = {"aux": aux_index, "main": main_index}
+        self.main_index = main_index
         self.grid_size = _grid(grid_size, "grid_size")
         self.eval_grid_size = _grid(eval_grid_size, "eval_grid_size")
         self.use_affinity = use_affinity
@@ -143,6 +156,7 @@ class JCASNet(nn.Module):
             else {}
         )
         self.dar = DAR() if use_dar else None
+        self.head_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters of the class and affinity heads (trained at the higher learning rate in the paper)."""
@@ -154,11 +168,15 @@ class JCASNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
         feats = self.backbone(x)
-        if not self.training:
-            return self._predict(feats[self.branch_index["main"]], tuple(x.shape[-2:]))
+        if self.training and torch.is_grad_enabled():
+            return self._train_outputs(feats)
+        return self._predict(self.head_dropout(feats[self.main_index]), (x.shape[-2], x.shape[-1]))
+
+    @torch.jit.unused
+    def _train_outputs(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for branch, index in self.branch_index.items():
-            feat = feats[index]
+            feat = self.head_dropout(feats[index])
             logits = self.class_heads[branch](feat)
             out[f"{branch}_logits"] = logits
             if self.use_affinity:

@@ -23,15 +23,25 @@ RANK_STATE = (
 
 @pytest.fixture(scope="module")
 def ddp_run(tiny_dataset, tmp_path_factory):
+    """Model-zoo's ``_dist`` form (``export_config_and_run_mgpu_cmd``): the configs merged with the overrides
+    and exported as one file, then ``torchrun ... -m monai.bundle run --config_file F --meta_file M
+    --logging_file L``."""
+    from monai.bundle import ConfigParser
+
     out = tmp_path_factory.mktemp("ddp")
+    overrides = dict(TINY, batch_size=2, val_batch_size=2, dataset_dir=str(tiny_dataset), output_dir=str(out))
+    overrides.update({"bundle_root": str(BUNDLE), "train#trainer#max_epochs": 2})
     dump = out / "dump_rank_state.json"
     dump.write_text(json.dumps({"+finalize": [RANK_STATE]}))
-    overrides = dict(TINY, batch_size=2, val_batch_size=2, dataset_dir=str(tiny_dataset), output_dir=str(out))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "monai.bundle", "run", "training", "--bundle_root", str(BUNDLE)]
-    cmd += ["--config_file", str([TRAIN, MULTI_GPU, str(dump)])]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    parser = ConfigParser()
+    parser.read_config([TRAIN, MULTI_GPU, str(dump)])
+    parser.update(pairs=overrides)
+    exported = out / "train_override.json"
+    ConfigParser.export_config_file(parser.config, str(exported), indent=4)
+    configs = BUNDLE / "configs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", str(exported)]
+    cmd += ["--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, env=env)
     return out, proc

@@ -22,6 +22,16 @@ TINY_NET = {
 }
 
 
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(BUNDLE) for p in BUNDLE.rglob("*.json") if p.parent.name != "schema"), ids=str
+)
+def test_bundle_json_is_formatted_as_model_zoo_pre_commit_leaves_it(path):
+    """Model-zoo's ``pretty-format-json --autofix --no-sort-keys --indent=4``: a diff would fail its pre-commit.
+    (The schema is MONAI's file, kept byte for byte.)"""
+    text = (BUNDLE / path).read_text()
+    assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=True) + "\n"
+
+
 def test_schema_is_monais_file_and_metadata_follows_it():
     assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == SCHEMA_MD5
     assert json.loads(SCHEMA.read_text())["required"][-1] == "network_data_format"
@@ -51,42 +61,48 @@ def test_metadata_matches_the_configs():
     assert {"mean_dice", "mean_jac"} <= set(meta["eval_metrics"])
 
 
+def test_metadata_release_entry_and_monailabel_version():
+    """Model-zoo's ``verify_version_changes``: the version has a changelog entry (newest first); the MONAI
+    Label version declared is the one the tests drive."""
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert next(iter(meta["changelog"])) == meta["version"]
+    pins = (BUNDLE.parent / "requirements-monailabel.txt").read_text().splitlines()
+    assert f"monailabel=={meta['supported_apps']['monailabel']}" in pins
+
+
 @pytest.mark.parametrize("config", [INFERENCE, TRAIN])
 def test_verify_net_in_out(config):
     verify_net_in_out(net_id="network_def", meta_file=METADATA, config_file=config, device="cpu")
 
 
-def test_ckpt_export_trace_matches_eager_network(tmp_path):
+def test_ckpt_export_scripts_as_model_zoo_does_and_matches_eager_at_any_size(tmp_path):
+    """Model-zoo's ``verify_torchscript``: ``ckpt_export`` with no flags, so ``torch.jit.script``."""
     parser = ConfigParser()
     parser.read_config(INFERENCE)
-    parser.update(TINY_NET)
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def").eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
 
-    shape = [1, 3, *TINY["spatial_size"]]
     ckpt_export(
         net_id="network_def",
-        filepath=str(tmp_path / "model.ts"),
+        filepath=str(tmp_path / "verify_model.ts"),
         ckpt_file=str(tmp_path / "model.pt"),
         meta_file=METADATA,
         config_file=INFERENCE,
-        key_in_ckpt="",
-        use_trace=True,
-        input_shape=shape,
-        **TINY_NET,
+        bundle_root=str(BUNDLE),
     )
     extra = {"metadata.json": "", "inference.json": ""}
-    traced = torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
+    scripted = torch.jit.load(str(tmp_path / "verify_model.ts"), _extra_files=extra)
     assert (
         json.loads(extra["metadata.json"])["version"]
         == json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
     )
-    x = torch.rand(*shape)
-    with torch.no_grad():
-        expected, got = net(x), traced(x)
-    assert got.shape == (1, 4, *TINY["spatial_size"])
-    torch.testing.assert_close(got, expected)
+    for size in [(256, 320), (64, 80), (97, 131)]:
+        x = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            expected, got = net(x), scripted(x)
+        assert got.shape == (1, 4, *size)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 def test_workflow_properties_train(tiny_dataset, tmp_path):

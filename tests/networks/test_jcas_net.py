@@ -83,3 +83,34 @@ def test_imagenet_weights_load_from_user_file(tmp_path):
 def test_frozen_batchnorm_affine():
     net = DeepLabV2(depth=18, width=4, freeze_bn_affine=True)
     assert not net.bn1.weight.requires_grad and net.conv1.weight.requires_grad
+
+
+@pytest.mark.parametrize("variant", [{}, {"use_dar": False}, {"use_affinity": False, "use_dar": False}])
+def test_scripted_eval_network_matches_eager_at_any_size(variant):
+    net = _net(**variant).eval()
+    scripted = torch.jit.script(net)
+    for size in [(48, 64), (64, 80), (37, 53)]:
+        x = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            expected, got = net(x), scripted(x)
+        assert got.shape == (1, 4, *size)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_dropout_defaults_to_none_and_samples_predictions_in_training_mode_without_gradients():
+    assert isinstance(_net().head_dropout, torch.nn.Identity)
+    net = _net(dropout=0.5)
+    assert net.head_dropout.p == 0.5
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        deterministic = [net.eval()(x) for _ in range(2)]
+        sampled = [net.train()(x) for _ in range(2)]
+    torch.testing.assert_close(deterministic[0], deterministic[1], rtol=0, atol=0)
+    assert sampled[0].shape == (1, 4, 48, 64) and not torch.equal(sampled[0], sampled[1])
+    assert set(net.train()(x)) >= {"main_logits", "main_dar"}  # with gradients: the losses' outputs
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0])
+def test_dropout_outside_unit_interval_names_the_key(dropout):
+    with pytest.raises(ValueError, match="config key 'dropout'"):
+        _net(dropout=dropout)
