@@ -70,6 +70,8 @@ class JCASLoss(_Loss):
         fixed_t_c: a ``(K, K)`` matrix used as ``T_C`` instead of a learned one (an oracle, for diagnosis;
             see :func:`~jcas_monai.losses.load_matrix`).
         fixed_t_a: likewise a ``(2, 2)`` matrix for ``T_A``.
+        ntm_form: parameterisation of both matrices, ``"softmax"`` or the authors' ``"authors"``
+            (see :class:`~jcas_monai.losses.NoiseTransitionMatrix`).
         ignore_index: label value of pixels without supervision.
         chunk_size: rows per chunk of the affinity loss (None: automatic).
 
@@ -92,6 +94,7 @@ class JCASLoss(_Loss):
         ntm_init: float = -2.0,
         fixed_t_c: torch.Tensor | None = None,
         fixed_t_a: torch.Tensor | None = None,
+        ntm_form: str = "softmax",
         ignore_index: int = 255,
         chunk_size: int | None = None,
     ) -> None:
@@ -114,8 +117,8 @@ class JCASLoss(_Loss):
         self.affinity_correction = affinity_correction
         self.logdet_weight = logdet_weight
         self.calc_weight = calc_weight
-        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, fixed_t_c)
-        self.t_a = NoiseTransitionMatrix(2, ntm_init, fixed_t_a)
+        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, fixed_t_c, ntm_form)
+        self.t_a = NoiseTransitionMatrix(2, ntm_init, fixed_t_a, ntm_form)
         self.class_loss = ForwardCorrectedCELoss(ignore_index=ignore_index)
         self.affinity_loss = AffinityBCELoss(chunk_size=chunk_size)
         self.calc_loss = CALCLoss(calc_distance)

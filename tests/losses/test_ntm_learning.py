@@ -46,10 +46,10 @@ def _optimizer(target: str, params: list, lr: float) -> torch.optim.Optimizer:
     return getattr(torch.optim, target.rsplit(".", 1)[-1])(params, lr=lr)
 
 
-def _noisy_pair(kind: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clean and noisy label maps ``(4, 1, 32, 40)`` with the given noise at rate 0.5."""
+def _noisy_pair(kind: str, size: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean and noisy label maps ``(4, 1, *size)`` with the given noise at rate 0.5."""
     rng = np.random.default_rng(seed)
-    clean = rng.choice(K, size=(4, 1, 32, 40), p=FRACTIONS)
+    clean = rng.choice(K, size=(4, 1, *size), p=FRACTIONS)
     noise = SymmetricNoise(K, 0.5) if kind == "symmetric" else AsymmetricNoise(K, 0.5, mapping=ASYMMETRIC)
     noise.set_random_state(seed)
     noisy = np.stack([noise(c) for c in clean])
@@ -73,7 +73,7 @@ PREVIOUS = {"target": "torch.optim.AdamW", "lr": 2e-3, "logdet": 0.5}
 
 
 def _learn_t_c(kind: str, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    clean, noisy = _noisy_pair(kind)
+    clean, noisy = _noisy_pair(kind, (32, 40))
     logits = 8.0 * torch.nn.functional.one_hot(clean[:, 0].long(), K).movedim(-1, 1).float()
     matrix = NoiseTransitionMatrix(K)
     ce = ForwardCorrectedCELoss()
@@ -83,9 +83,9 @@ def _learn_t_c(kind: str, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _learn_t_a(kind: str, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    clean, noisy = _noisy_pair(kind)
+    clean, noisy = _noisy_pair(kind, (16, 20))  # the pair loss visits every pair: a smaller grid
     features = torch.nn.functional.one_hot(clean[:, 0].long(), K).movedim(-1, 1).float()  # cos 1 or 0
-    affinity = torch.stack([torch.as_tensor(AffinityLabel(K, (32, 40))(n)) for n in noisy]).float()
+    affinity = torch.stack([torch.as_tensor(AffinityLabel(K, (16, 20))(n)) for n in noisy]).float()
     matrix = NoiseTransitionMatrix(2)
     bce = AffinityBCELoss()
     optimizer = _optimizer(settings["target"], [matrix.weight], settings["lr"])
