@@ -16,6 +16,7 @@ from PIL import Image
 from jcas_monai.data.io import read_label, write_label
 from jcas_monai.losses.ntm import class_to_affinity_ntm, empirical_affinity_ntm, empirical_class_ntm
 from jcas_monai.noise.__main__ import main
+from jcas_monai.transforms.noise import label_noise_transforms
 
 K = 4
 NAMES = {"0": "background", "1": "shaft", "2": "wrist", "3": "clasper"}
@@ -312,3 +313,17 @@ def test_module_runs_with_both_command_forms(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "class noise rate" in done.stdout and (out / "noise_report.md").is_file()
+
+
+@pytest.mark.parametrize("overlay", sorted((Path(__file__).parents[2] / "configs" / "noise").glob("*.json")))
+def test_every_noise_overlay_builds_its_transform(overlay):
+    config = json.loads(overlay.read_text())
+    transforms = label_noise_transforms(
+        config["noise_kind"],
+        "label",
+        K,
+        config["noise_rate"],
+        config["noise_seed"],
+        args=config.get("noise_args"),
+    )
+    assert len(transforms) == (config["noise_kind"] != "none")
