@@ -189,8 +189,8 @@ class PolygonNoise(RegionNoise):
     (``skimage.measure.approximate_polygon``, the tolerance growing until at most ``n`` vertices are left,
     ``n`` drawn uniformly from ``vertices``, or 3 when fewer cannot be reached); each vertex is then moved
     along each axis by up to ``jitter`` times the region's bounding-box extent, and the polygon is filled
-    (``skimage.draw.polygon``). Holes are filled; a polygon that covers no pixel leaves the region as it
-    was.
+    (``skimage.draw.polygon``). Holes are filled; a polygon that covers no pixel (a jittered sliver of a
+    thin region) leaves the region as it was, so no region disappears.
 
     Args:
         vertices: ``(min, max)`` number of polygon vertices, integers with ``3 <= min <= max``.
@@ -224,7 +224,8 @@ class PolygonNoise(RegionNoise):
         count = self.R.randint(self.vertices[0], self.vertices[1] + 1)
         contour = max(measure.find_contours(np.pad(region.image, 1).astype(np.float64), 0.5), key=len)
         tolerance = 0.5
-        polygon = outline = measure.approximate_polygon(contour, tolerance)  # the search runs on this outline
+        outline = measure.approximate_polygon(contour, tolerance)  # the search runs on this outline
+        polygon = outline = outline if len(outline) > 3 else contour  # a closed polygon repeats its start
         while len(polygon) - 1 > count:
             tolerance *= 1.25
             simpler = measure.approximate_polygon(outline, tolerance)

@@ -190,3 +190,17 @@ def test_polygons_have_the_drawn_number_of_vertices(vertices):
     regions = measure.regionprops(measure.label(label == 2))
     for region in regions:
         assert 3 <= len(t.draw_region(region, label.shape)) <= vertices[1]
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.9])
+def test_polygon_noise_keeps_thin_and_single_pixel_regions(jitter):
+    label = np.zeros((30, 30), dtype=np.uint8)
+    label[np.arange(5, 15), np.arange(5, 15)] = 1  # one-pixel diagonal line
+    label[2, 25] = 2  # single pixel
+    t = PolygonNoise(vertices=(4, 4), jitter=jitter)
+    for seed in range(10):
+        t.set_random_state(seed)
+        for region in measure.regionprops(measure.label(label > 0, connectivity=2)):
+            assert len(t.draw_region(region, label.shape)) >= 3
+        out = t.set_random_state(seed)(label)
+        assert (out == 1).any() and (out == 2).any()

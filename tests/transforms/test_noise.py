@@ -285,6 +285,15 @@ def test_class_painted_last_stays_on_top(class_order, centre):
     np.testing.assert_array_equal(out == 255, label == 255)
 
 
+def test_classes_missing_from_the_order_are_painted_first():
+    label = np.zeros((80, 80), dtype=np.uint8)
+    label[10:70, 10:70] = 1
+    label[30:50, 30:50] = 3
+    label[36:44, 36:44] = 2
+    out = EllipseNoise(0.0, 0.0, class_order=[3]).set_random_state(0)(label)
+    assert out[40, 40] == 3 and not (out == 2).any() and out[15, 40] == 1
+
+
 def _instrument() -> np.ndarray:
     """A shaft (1), a wrist (2) and open clasper jaws (3) in a row, as the parts of one instrument."""
     label = np.zeros((120, 200), dtype=np.uint8)
