@@ -2,7 +2,7 @@
 
 Command line (see :mod:`jcas_monai.noise.__main__`)::
 
-    python -m jcas_monai.noise --kind ellipse|symmetric|asymmetric --datalist IN.json --out DIR --seed S
+    python -m jcas_monai.noise --kind KIND --datalist IN.json --out DIR --seed S  # KIND: see NOISE_KINDS
     python -m jcas_monai.noise report --datalist DIR/datalist.json
 
 The noise itself lives in :mod:`jcas_monai.transforms.noise` (MONAI transforms, also usable on the fly).

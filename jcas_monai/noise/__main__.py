@@ -2,9 +2,17 @@
 
 Generate a noisy copy of a dataset (the default command, ``generate`` may be omitted)::
 
-    python -m jcas_monai.noise [generate] --kind ellipse|symmetric|asymmetric --datalist IN.json --out DIR \\
-        --seed S [--rate R] [--num-classes K] [--preview N] [--splits training [validation ...]] \\
-        [--scale-jitter S] [--angle-jitter DEG] [--mapping 1,2,3,0]
+    python -m jcas_monai.noise [generate] --kind KIND --datalist IN.json --out DIR --seed S [--rate R] \\
+        [--num-classes K] [--preview N] [--splits training [validation ...]] [kind options]
+
+with ``KIND`` one of ellipse, symmetric, asymmetric, dilation_erosion, affine, polygon, and kind options
+(each refused for the kinds it does not apply to; defaults: those of the transforms)::
+
+    ellipse           --scale-jitter S --angle-jitter DEG --enlargement E --class-order 1,2,3
+    asymmetric        --mapping 1,2,3,0
+    dilation_erosion  --radius MIN,MAX --dilation-prob P --class-order 1,2,3
+    affine            --rotation DEG --translation T --scale S --class-order 1,2,3
+    polygon           --vertices MIN,MAX --vertex-jitter J --class-order 1,2,3
 
 Report on any datalist whose training items carry ``label`` (noisy) and ``clean_label``::
 
@@ -26,11 +34,36 @@ from .report import noise_report, write_report
 COMMANDS = ("generate", "report")
 
 
-def _mapping(text: str) -> list[int]:
+def _integers(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class indices, got {text!r}") from err
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from err
+    return low, high
+
+
+KIND_OPTIONS = {
+    "scale_jitter": (("ellipse",), "scale_jitter"),
+    "angle_jitter": (("ellipse",), "angle_jitter"),
+    "enlargement": (("ellipse",), "enlargement"),
+    "class_order": (("ellipse", "dilation_erosion", "affine", "polygon"), "class_order"),
+    "mapping": (("asymmetric",), "mapping"),
+    "radius": (("dilation_erosion",), "radius"),
+    "dilation_prob": (("dilation_erosion",), "dilation_prob"),
+    "rotation": (("affine",), "rotation"),
+    "translation": (("affine",), "translation"),
+    "scale": (("affine",), "scale"),
+    "vertices": (("polygon",), "vertices"),
+    "vertex_jitter": (("polygon",), "jitter"),
+}
+"""Command-line option (argparse ``dest``) -> (the kinds it applies to, the transform argument it sets)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--splits", nargs="+", default=["training"], help="splits whose labels get noise")
     gen.add_argument("--scale-jitter", type=float, help="ellipse: relative scale jitter in [0, 1)")
     gen.add_argument("--angle-jitter", type=float, help="ellipse: angle jitter in degrees")
-    gen.add_argument("--mapping", type=_mapping, help="asymmetric: class k flips to mapping[k], e.g. 1,2,3,0")
+    gen.add_argument("--enlargement", type=float, help="ellipse: axes times 1 + E (default 0)")
+    gen.add_argument(
+        "--class-order", type=_integers, help="region kinds: foreground classes in painting order, e.g. 1,2,3"
+    )
+    gen.add_argument(
+        "--mapping", type=_integers, help="asymmetric: class k flips to mapping[k], e.g. 1,2,3,0"
+    )
+    gen.add_argument("--radius", type=_pair, help="dilation_erosion: disk radius MIN,MAX (fraction of side)")
+    gen.add_argument("--dilation-prob", type=float, help="dilation_erosion: probability of dilating a region")
+    gen.add_argument("--rotation", type=float, help="affine: largest rotation in degrees")
+    gen.add_argument("--translation", type=float, help="affine: largest shift (fraction of region extent)")
+    gen.add_argument("--scale", type=float, help="affine: largest relative change of size")
+    gen.add_argument("--vertices", type=_pair, help="polygon: number of vertices MIN,MAX")
+    gen.add_argument("--vertex-jitter", type=float, help="polygon: largest vertex move (fraction of extent)")
 
     rep = commands.add_parser("report", help="noise report of a datalist with 'label' and 'clean_label'")
     rep.add_argument("--datalist", required=True, help="datalist JSON whose training items have clean_label")
@@ -67,14 +113,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _noise_kwargs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     """Kind-specific transform arguments given on the command line."""
-    allowed = {"ellipse": ("scale_jitter", "angle_jitter"), "asymmetric": ("mapping",)}.get(args.kind, ())
     kwargs = {}
-    for name in ("scale_jitter", "angle_jitter", "mapping"):
+    for name, (kinds, argument) in KIND_OPTIONS.items():
         value = getattr(args, name)
         if value is not None:
-            if name not in allowed:
+            if args.kind not in kinds:
                 parser.error(f"--{name.replace('_', '-')} does not apply to --kind {args.kind}")
-            kwargs[name] = value
+            kwargs[argument] = value
     return kwargs
 
 

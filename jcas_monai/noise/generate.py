@@ -2,9 +2,10 @@
 
 Usage::
 
-    python -m jcas_monai.noise --kind ellipse|symmetric|asymmetric --datalist IN.json --out DIR --seed S
-        [--rate R] [--num-classes K] [--preview N] [--splits training [validation ...]]
-        [--scale-jitter S] [--angle-jitter DEG] [--mapping 1,2,3,0]
+    python -m jcas_monai.noise --kind KIND --datalist IN.json --out DIR --seed S [--rate R]
+        [--num-classes K] [--preview N] [--splits training [validation ...]] [kind options]
+
+(kinds and their options: :mod:`jcas_monai.noise.__main__`)
 
 Writes, never touching the source files:
 
@@ -79,14 +80,14 @@ def generate_noisy_dataset(
     Args:
         datalist: source decathlon-style datalist; relative paths resolve against its folder.
         out: output folder ``DIR``.
-        kind: ``ellipse``, ``symmetric`` or ``asymmetric``.
+        kind: one of :data:`~jcas_monai.transforms.noise.NOISE_KINDS`.
         seed: base seed; each label's generator is seeded from it and the label's path.
-        rate: flip probability of symmetric / asymmetric noise (unused by ellipse noise).
+        rate: flip probability of symmetric / asymmetric noise (unused by the region-wise kinds).
         num_classes: ``K``; default: the size of the datalist's ``labels``, else max label value + 1.
         splits: splits whose labels are corrupted; the other standard splits are copied with their
             paths rewritten.
         preview: number of rows of ``DIR/preview.png`` (0: no preview).
-        noise_kwargs: further transform arguments (``scale_jitter``, ``angle_jitter``, ``mapping``).
+        noise_kwargs: further transform arguments (e.g. ``scale_jitter``, ``mapping``, ``radius``).
 
     Returns:
         the report dictionary (also written to ``DIR/noise_report.json``).
@@ -115,7 +116,7 @@ def generate_noisy_dataset(
     k = num_classes or len(names) or infer_num_classes([job[2] for job in jobs])
     transform = noise_transform(kind, k, rate, **noise_kwargs)
     settings = {"kind": kind, "seed": seed, "num_classes": k, "splits": splits, "source": str(src)}
-    settings.update({"rate": rate} if kind != "ellipse" else {})
+    settings.update({"rate": rate} if kind in ("symmetric", "asymmetric") else {})
     settings.update({key: np.asarray(value).tolist() for key, value in noise_kwargs.items()})
 
     path_lists = (*SPLITS, *splits)

@@ -1,7 +1,9 @@
 """How noisy are the noisy labels? Class- and affinity-level noise of a clean/noisy label set.
 
 For the training items of a datalist that carry both ``label`` (noisy) and ``clean_label``, the report
-gives the class fractions of both, the class-level noise rate (fraction of valid pixels whose label
+gives the class fractions of both, the per-class Dice of the noisy label against the clean one (the
+paper's metric protocol: per image, over the images whose clean label holds the class, then averaged; a
+proxy of what training on those labels costs), the class-level noise rate (fraction of valid pixels whose label
 changed), the affinity-level noise rate (fraction of valid ordered pixel pairs, within each image and
 self-pairs included, whose same/different relation changed), the empirical class NTM ``T_C`` and
 affinity NTM ``T_A``, and the closed form ``T_{C->A}`` (JCAS section 2.4) computed from ``T_C`` and the
@@ -56,6 +58,9 @@ class NoiseStats:
         joint: ``(K, K)`` int64, pixels with clean class ``a`` (row) and noisy class ``b`` (column).
         pairs: ``(2, 2)`` int64, ordered pixel pairs within each image, self-pairs included, by clean
             relation (row) and noisy relation (column); index 1 = same class.
+        dice_sum: ``(K,)`` float64, sum over images of the noisy-vs-clean Dice of each class, over the
+            images whose clean label holds the class (valid pixels only).
+        dice_images: ``(K,)`` int64, number of those images per class.
         num_images: images added.
         ignore_pixels: pixels excluded because either map holds 255.
     """
@@ -64,6 +69,8 @@ class NoiseStats:
         self.num_classes = num_classes
         self.joint = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.pairs = np.zeros((2, 2), dtype=np.int64)
+        self.dice_sum = np.zeros(num_classes)
+        self.dice_images = np.zeros(num_classes, dtype=np.int64)
         self.num_images = 0
         self.ignore_pixels = 0
 
@@ -87,14 +94,24 @@ class NoiseStats:
         joint = np.bincount(clean[valid] * k + noisy[valid], minlength=k * k).reshape(k, k)
         self.joint += joint
         self.pairs += pair_counts(torch.from_numpy(joint)).numpy()
+        clean_counts, noisy_counts = joint.sum(axis=1), joint.sum(axis=0)
+        present = clean_counts > 0
+        self.dice_sum[present] += 2 * np.diag(joint)[present] / (clean_counts + noisy_counts)[present]
+        self.dice_images += present
         self.num_images += 1
         self.ignore_pixels += int(valid.size - valid.sum())
 
     def summary(self) -> dict[str, Any]:
-        """The report numbers as a JSON-ready dictionary (fractions, rates, ``T_C``, ``T_A``, ``T_C_to_A``)."""
+        """The report numbers as a JSON-ready dictionary (fractions, Dice, rates, ``T_C``, ``T_A``,
+        ``T_C_to_A``); ``dice`` holds ``None`` for a class no clean label holds, ``mean_dice`` is the mean
+        over the foreground classes 1..K-1 that have one."""
         valid = int(self.joint.sum())
         clean_counts, noisy_counts = self.joint.sum(axis=1), self.joint.sum(axis=0)
         t_c = _row_normalise(self.joint.astype(np.float64))
+        dice = [
+            float(total / n) if n else None for total, n in zip(self.dice_sum, self.dice_images, strict=True)
+        ]
+        foreground = [d for d in dice[1:] if d is not None]
         t_c_to_a = class_to_affinity_ntm(
             torch.as_tensor(t_c), torch.as_tensor(clean_counts, dtype=torch.float64)
         )
@@ -107,6 +124,8 @@ class NoiseStats:
                 "clean": (clean_counts / max(valid, 1)).tolist(),
                 "noisy": (noisy_counts / max(valid, 1)).tolist(),
             },
+            "dice": dice,
+            "mean_dice": float(np.mean(foreground)) if foreground else None,
             "class_noise_rate": 1.0 - float(np.trace(self.joint)) / max(valid, 1),
             "affinity_noise_rate": float(self.pairs[0, 1] + self.pairs[1, 0]) / max(int(self.pairs.sum()), 1),
             "T_C": t_c.tolist(),
@@ -162,6 +181,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _markdown(report: dict[str, Any]) -> str:
     names = [f"{c} {n}" if n != str(c) else str(c) for c, n in enumerate(report["class_names"])]
     fractions = report["class_fractions"]
@@ -193,13 +216,20 @@ def _markdown(report: dict[str, Any]) -> str:
             ],
         ),
         "",
-        "## Class fractions (over valid pixels)",
+        "## Class fractions (over valid pixels) and noisy-vs-clean Dice",
+        "",
+        (
+            "Dice of the noisy label against the clean one, per image over the images whose clean label holds "
+            f"the class, then averaged; mean over the foreground classes: {_number(report['mean_dice'])}."
+        ),
         "",
         *_table(
-            ["class", "clean", "noisy"],
+            ["class", "clean", "noisy", "Dice"],
             [
-                [n, f"{c:.4f}", f"{z:.4f}"]
-                for n, c, z in zip(names, fractions["clean"], fractions["noisy"], strict=True)
+                [n, f"{c:.4f}", f"{z:.4f}", _number(d)]
+                for n, c, z, d in zip(
+                    names, fractions["clean"], fractions["noisy"], report["dice"], strict=True
+                )
             ],
         ),
         "",

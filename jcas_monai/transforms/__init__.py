@@ -1,4 +1,12 @@
 from .affinity import AffinityLabel, AffinityLabeld
+from .annotation_noise import (
+    AffineNoise,
+    AffineNoised,
+    DilationErosionNoise,
+    DilationErosionNoised,
+    PolygonNoise,
+    PolygonNoised,
+)
 from .format import As2D, As2Dd
 from .noise import (
     AsymmetricNoise,

@@ -16,6 +16,7 @@ from PIL import Image
 from jcas_monai.data.io import read_label, write_label
 from jcas_monai.losses.ntm import class_to_affinity_ntm, empirical_affinity_ntm, empirical_class_ntm
 from jcas_monai.noise.__main__ import main
+from jcas_monai.transforms.noise import label_noise_transforms
 
 K = 4
 NAMES = {"0": "background", "1": "shaft", "2": "wrist", "3": "clasper"}
@@ -126,7 +127,10 @@ def test_nifti_labels_stay_nifti_and_classes_default_to_max_value(tmp_path):
         json.dumps({"training": [{"image": "img.nii.gz", "label": "lab.nii.gz"}], "validation": []})
     )
     out = tmp_path / "out"
-    assert _generate(root / "datalist.json", out, "--kind", "asymmetric", "--rate", "0.5") == 0
+    assert (
+        _generate(root / "datalist.json", out, "--kind", "asymmetric", "--rate", "0.5", "--mapping", "1,2,0")
+        == 0
+    )
     new = json.loads((out / "datalist.json").read_text())
     assert new["noise"]["num_classes"] == 3 and new["training"][0]["label"] == "labels/lab.nii.gz"
     noisy = read_label(out / "labels" / "lab.nii.gz")
@@ -180,6 +184,33 @@ def test_report_equals_direct_counting(tmp_path):
     np.testing.assert_allclose(report["T_C"], empirical_class_ntm(clean, noisy, 3).numpy())
     expected = class_to_affinity_ntm(empirical_class_ntm(clean, noisy, 3), np.bincount(c_all, minlength=3))
     np.testing.assert_allclose(report["T_C_to_A"], expected.numpy())
+    dice = []
+    for cls in range(3):  # per image, over the images whose clean label holds the class
+        scores = [
+            2 * ((c[v] == cls) & (n[v] == cls)).sum() / ((c[v] == cls).sum() + (n[v] == cls).sum())
+            for c, n, v in zip(clean, noisy, valid, strict=True)
+            if (c[v] == cls).any()
+        ]
+        dice.append(np.mean(scores))
+    np.testing.assert_allclose(report["dice"], dice)
+    assert report["mean_dice"] == pytest.approx(np.mean(dice[1:]))
+
+
+def test_report_dice_skips_a_class_no_clean_label_holds(tmp_path):
+    clean = np.zeros((4, 4), dtype=np.uint8)
+    clean[:2] = 1
+    noisy = clean.copy()
+    noisy[0, 0] = 2
+    write_label(tmp_path / "c.png", clean)
+    write_label(tmp_path / "n.png", noisy)
+    items = [{"image": "c.png", "label": "n.png", "clean_label": "c.png"}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": items}))
+    assert main(["report", "--datalist", str(tmp_path / "datalist.json"), "--num-classes", "3"]) == 0
+    report = json.loads((tmp_path / "noise_report.json").read_text())
+    assert report["dice"] == [1.0, pytest.approx(14 / 15), None] and report["mean_dice"] == pytest.approx(
+        14 / 15
+    )
+    assert "| 2 | 0.0000 | 0.0625 | - |" in (tmp_path / "noise_report.md").read_text()
 
 
 def test_report_of_one_image_closed_form_equals_counting(tmp_path):
@@ -227,6 +258,52 @@ def test_errors_name_the_file_or_item(tmp_path, capsys):
         _generate(datalist, tmp_path / "out", "--kind", "symmetric", "--scale-jitter", "0.1")
 
 
+@pytest.mark.parametrize(
+    "options, grows",
+    [
+        (["--kind", "dilation_erosion", "--radius", "0.1,0.1", "--dilation-prob", "1"], True),
+        (["--kind", "dilation_erosion", "--radius", "0.1,0.1", "--dilation-prob", "0"], False),
+        (["--kind", "affine", "--rotation", "20", "--translation", "0.3", "--scale", "0.1"], None),
+        (
+            ["--kind", "polygon", "--vertices", "4,5", "--vertex-jitter", "0.3", "--class-order", "3,2,1"],
+            None,
+        ),
+        (["--kind", "ellipse", "--enlargement", "0.5", "--class-order", "2,1,3"], True),
+    ],
+)
+def test_generate_annotation_kinds_with_their_options(tmp_path, options, grows):
+    datalist = _dataset(tmp_path / "src")
+    out = tmp_path / "noisy"
+    assert _generate(datalist, out, *options) == 0
+    new = json.loads((out / "datalist.json").read_text())
+    assert new["noise"]["kind"] == options[1] and "rate" not in new["noise"]
+    clean = [read_label(out / item["clean_label"]) for item in new["training"]]
+    noisy = [read_label(out / item["label"]) for item in new["training"]]
+    assert any(np.any(c != n) for c, n in zip(clean, noisy, strict=True))
+    assert all(np.array_equal(c == 255, n == 255) for c, n in zip(clean, noisy, strict=True))
+    if grows is not None:
+        before, after = (sum(int(((m > 0) & (m < 255)).sum()) for m in maps) for maps in (clean, noisy))
+        assert after > before if grows else after < before
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--kind", "affine", "--radius", "0.1,0.2"],
+        ["--kind", "symmetric", "--class-order", "1,2,3"],
+        ["--kind", "polygon", "--vertices", "4"],
+    ],
+)
+def test_options_of_other_kinds_are_refused(tmp_path, options):
+    with pytest.raises(SystemExit):
+        _generate(_dataset(tmp_path / "src"), tmp_path / "out", *options)
+
+
+def test_out_of_range_option_names_the_parameter(tmp_path, capsys):
+    assert _generate(_dataset(tmp_path / "src"), tmp_path / "out", "--kind", "affine", "--scale", "1.5") == 2
+    assert "scale must lie in" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch and MONAI takes several seconds
 def test_module_runs_with_both_command_forms(tmp_path):
     datalist = _dataset(tmp_path / "src")
@@ -236,3 +313,17 @@ def test_module_runs_with_both_command_forms(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "class noise rate" in done.stdout and (out / "noise_report.md").is_file()
+
+
+@pytest.mark.parametrize("overlay", sorted((Path(__file__).parents[2] / "configs" / "noise").glob("*.json")))
+def test_every_noise_overlay_builds_its_transform(overlay):
+    config = json.loads(overlay.read_text())
+    transforms = label_noise_transforms(
+        config["noise_kind"],
+        "label",
+        K,
+        config["noise_rate"],
+        config["noise_seed"],
+        args=config.get("noise_args"),
+    )
+    assert len(transforms) == (config["noise_kind"] != "none")

@@ -1,4 +1,5 @@
-"""Label-noise transforms: determinism, flip statistics, ellipse shapes, ignore pixels, types."""
+"""Label-noise transforms: determinism, flip statistics, the default asymmetric mapping, ellipse shapes and
+painting order, ignore pixels, parameter errors, types."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import torch
 from monai.data import MetaTensor
 from skimage import draw, measure
 
+from jcas_monai.transforms.annotation_noise import AffineNoise, DilationErosionNoise, PolygonNoise
 from jcas_monai.transforms.noise import (
+    ENDOVIS18_ASYMMETRIC_FLIPS,
+    NOISE_KINDS,
     AsymmetricNoise,
     AsymmetricNoised,
     EllipseNoise,
     EllipseNoised,
     SymmetricNoise,
     SymmetricNoised,
+    default_flip_matrix,
+    label_noise_transforms,
     noise_transform,
 )
 
@@ -124,11 +130,9 @@ def test_symmetric_rate_and_uniform_destinations():
                 assert abs((dest == j).mean() - rate / (K - 1)) < 0.01
 
 
-@pytest.mark.parametrize("mapping", [None, [2, 0, 3, 1]])
-def test_asymmetric_flips_follow_the_mapping(mapping):
-    rate, label = 0.5, _uniform_label()
-    out = AsymmetricNoise(K, rate, mapping=mapping).set_random_state(0)(label)
-    targets = [(k + 1) % K for k in range(K)] if mapping is None else mapping
+def test_asymmetric_flips_follow_the_mapping():
+    rate, label, targets = 0.5, _uniform_label(), [2, 0, 3, 1]
+    out = AsymmetricNoise(K, rate, mapping=targets).set_random_state(0)(label)
     valid = label != 255
     assert abs((out[valid] != label[valid]).mean() - rate) < 0.01
     np.testing.assert_array_equal(out[~valid], 255)
@@ -137,16 +141,49 @@ def test_asymmetric_flips_follow_the_mapping(mapping):
         assert changed.size > 0 and np.all(changed == targets[k])
 
 
-def test_asymmetric_flip_matrix_destination_frequencies():
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        np.array(
+            [[0.0, 0.5, 0.3, 0.2], [0.1, 0.0, 0.0, 0.9], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 1.0, 0.0]]
+        ),
+        None,  # the default mapping
+    ],
+)
+def test_asymmetric_flip_matrix_destination_frequencies(matrix):
     rate, label = 0.6, _uniform_label()
-    matrix = np.array(
-        [[0.0, 0.5, 0.3, 0.2], [0.1, 0.0, 0.0, 0.9], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 1.0, 0.0]]
-    )
     out = AsymmetricNoise(K, rate, mapping=matrix).set_random_state(0)(label)
+    matrix = ENDOVIS18_ASYMMETRIC_FLIPS if matrix is None else matrix
     for k in range(K):
         dest = out[label == k]
         expected = rate * matrix[k] + (1 - rate) * np.eye(K)[k]
         np.testing.assert_allclose(np.bincount(dest, minlength=K) / dest.size, expected, atol=0.01)
+
+
+def test_default_asymmetric_mapping_reproduces_the_authors_fractions_and_is_invertible():
+    clean = np.array([0.840, 0.089, 0.020, 0.051])  # EndoVis18 clean fractions (bg, shaft, wrist, clasper)
+    authors = np.array([0.452, 0.194, 0.170, 0.184])  # the authors' asymmetric-50 fractions
+    flips = AsymmetricNoise(K, 0.5).flip_matrix
+    np.testing.assert_array_equal(flips, ENDOVIS18_ASYMMETRIC_FLIPS)
+    transition = 0.5 * np.eye(K) + 0.5 * flips
+    np.testing.assert_allclose(transition.sum(axis=1), 1.0)
+    assert np.all(np.diag(flips) == 0) and np.all(flips[0, 1:] > 0)  # background spread over all parts
+    assert np.abs(clean @ transition - authors).max() < 0.02
+    assert np.linalg.det(transition) > 0.05
+    cyclic = 0.5 * np.eye(K) + 0.5 * np.roll(np.eye(K), 1, axis=1)
+    assert abs(np.linalg.det(cyclic)) < 1e-12  # what the default replaced
+
+
+@pytest.mark.parametrize("k", [3, 5, 6])
+def test_general_default_mapping_is_stochastic_and_invertible_at_half_rate(k):
+    flips = default_flip_matrix(k)
+    np.testing.assert_allclose(flips.sum(axis=1), 1.0)
+    assert np.all(np.diag(flips) == 0) and np.all(flips[0, 1:] == 1 / (k - 1))
+    assert np.linalg.det(0.5 * np.eye(k) + 0.5 * flips) > 1e-3
+
+
+def test_two_class_default_mapping_is_the_swap():
+    np.testing.assert_array_equal(default_flip_matrix(2), [[0.0, 1.0], [1.0, 0.0]])
 
 
 @pytest.mark.parametrize(
@@ -227,7 +264,7 @@ def test_every_ellipse_region_is_an_ellipse(jitter):
 def test_ellipse_replaces_region_by_its_moment_ellipse():
     label = np.zeros((100, 100), dtype=np.uint8)
     label[20:70, 40:60] = 2  # 50 x 20 rectangle: an upright ellipse of the same moments
-    out = EllipseNoise()(label)
+    out = EllipseNoise(0.0, 0.0)(label)
     props = measure.regionprops((label == 2).astype(np.uint8))[0]
     fitted = measure.regionprops((out == 2).astype(np.uint8))[0]
     np.testing.assert_allclose(fitted.centroid, props.centroid, atol=0.5)
@@ -236,14 +273,75 @@ def test_ellipse_replaces_region_by_its_moment_ellipse():
     assert out[21, 41] == 0  # the rectangle's corner is outside the ellipse
 
 
-def test_small_regions_painted_last_and_ignore_untouched():
+@pytest.mark.parametrize("class_order, centre", [(None, 2), ([1, 2], 2), ([2, 1], 1)])
+def test_class_painted_last_stays_on_top(class_order, centre):
     label = np.zeros((80, 80), dtype=np.uint8)
     label[10:70, 10:70] = 1
     label[36:44, 36:44] = 2  # small class inside the large region
     label[:, 20] = 255  # ignore line through the large region
-    out = EllipseNoise().set_random_state(0)(label)
-    assert out[40, 40] == 2
+    out = EllipseNoise(0.0, 0.0, class_order=class_order).set_random_state(0)(label)
+    assert out[40, 40] == centre
+    assert (out == 2).any() == (centre == 2)
     np.testing.assert_array_equal(out == 255, label == 255)
+
+
+def test_classes_missing_from_the_order_are_painted_first():
+    label = np.zeros((80, 80), dtype=np.uint8)
+    label[10:70, 10:70] = 1
+    label[30:50, 30:50] = 3
+    label[36:44, 36:44] = 2
+    out = EllipseNoise(0.0, 0.0, class_order=[3]).set_random_state(0)(label)
+    assert out[40, 40] == 3 and not (out == 2).any() and out[15, 40] == 1
+
+
+def _instrument() -> np.ndarray:
+    """A shaft (1), a wrist (2) and open clasper jaws (3) in a row, as the parts of one instrument."""
+    label = np.zeros((120, 200), dtype=np.uint8)
+    label[50:70, 0:100] = 1
+    label[52:68, 100:120] = 2
+    rr, cc = draw.polygon([52, 40, 46, 60], [120, 170, 172, 122])  # upper jaw, opening upwards
+    label[rr, cc] = 3
+    rr, cc = draw.polygon([60, 74, 80, 68], [122, 172, 170, 120])  # lower jaw
+    label[rr, cc] = 3
+    return label
+
+
+def test_wrist_is_hit_by_the_clasper_painted_after_it():
+    label = _instrument()
+    default = EllipseNoise(0.0, 0.0, num_classes=K).set_random_state(0)(label)
+    wrist_last = EllipseNoise(0.0, 0.0, class_order=[1, 3, 2], num_classes=K).set_random_state(0)(label)
+    covered = (label == 2) & (default == 3)
+    assert covered.sum() > 0.1 * (label == 2).sum()  # the clasper's ellipse spreads over the wrist
+    assert (default == 2).sum() < (wrist_last == 2).sum()
+    assert (default == 3).sum() > (label == 3).sum()  # the ellipse fills the gap between the jaws
+    assert ((label == 2) & (wrist_last == 3)).sum() < covered.sum() / 2
+
+
+def test_enlargement_grows_every_ellipse():
+    label = _blobs()
+    plain = EllipseNoise(0.0, 0.0).set_random_state(0)(label)
+    enlarged = EllipseNoise(0.0, 0.0, enlargement=0.3).set_random_state(0)(label)
+    for cls in range(1, K):
+        ratio = (enlarged == cls).sum() / (plain == cls).sum()
+        assert 1.5 < ratio < 1.8  # area grows by about 1.3 ** 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"scale_jitter": 1.0}, "scale_jitter"),
+        ({"scale_jitter": -0.1}, "scale_jitter"),
+        ({"angle_jitter": -1.0}, "angle_jitter"),
+        ({"angle_jitter": 200.0}, "angle_jitter"),
+        ({"enlargement": -0.5}, "enlargement"),
+        ({"class_order": [1, 1]}, "class_order"),
+        ({"class_order": [0, 1]}, "class_order"),
+        ({"class_order": [1, 4], "num_classes": K}, "class_order"),
+    ],
+)
+def test_ellipse_parameter_errors_name_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        EllipseNoise(**kwargs)
 
 
 def test_prob_zero_leaves_label_unchanged():
@@ -264,6 +362,31 @@ def test_randomize_false_reapplies_the_last_draw():
 def test_factory_maps_kinds_and_rejects_unknown():
     assert isinstance(noise_transform("ellipse", K), EllipseNoise)
     assert isinstance(noise_transform("symmetric", K, 0.5), SymmetricNoise)
-    assert isinstance(noise_transform("asymmetric", K, 0.5, mapping=[1, 0, 3, 2]), AsymmetricNoise)
-    with pytest.raises(ValueError, match="ellipse, symmetric, asymmetric"):
+    assert isinstance(noise_transform("asymmetric", K, 0.5, mapping=[1, 0, 3, 1]), AsymmetricNoise)
+    assert isinstance(noise_transform("dilation_erosion", K, radius=(0.01, 0.02)), DilationErosionNoise)
+    assert isinstance(noise_transform("affine", K), AffineNoise)
+    assert isinstance(noise_transform("polygon", K), PolygonNoise)
+    with pytest.raises(ValueError, match="ellipse, symmetric, asymmetric, dilation_erosion, affine, polygon"):
         noise_transform("gaussian", K)
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_config_entry_point_builds_every_kind_with_per_image_seeds(kind):
+    (t,) = label_noise_transforms(kind, "label", K, 0.5, 3)
+    data = {"image": "seq_1/frame000.png", "label": _blobs()}
+    a, b = t(dict(data))["label"], t(dict(data))["label"]
+    np.testing.assert_array_equal(a, b)
+    assert np.any(a != data["label"])
+    np.testing.assert_array_equal(t(dict(data))["clean_label"], data["label"])
+
+
+def test_config_entry_point_passes_noise_args_and_names_the_key():
+    (t,) = label_noise_transforms("dilation_erosion", "label", K, args={"radius": [0.02, 0.02]})
+    assert t.noise.radius == (0.02, 0.02)
+    (t,) = label_noise_transforms("asymmetric", "label", K, 0.3, args={"mapping": [1, 2, 3, 0]})
+    assert t.noise.rate == 0.3 and t.noise.flip_matrix[0, 1] == 1.0
+    assert label_noise_transforms("none", "label", K, args={"radius": [0.1, 0.2]}) == []
+    with pytest.raises(ValueError, match="'noise_args'.*'mapping'.*radius"):
+        label_noise_transforms("dilation_erosion", "label", K, args={"mapping": [1, 2, 3, 0]})
+    with pytest.raises(ValueError, match="'noise_kind'"):
+        label_noise_transforms("gaussian", "label", K)
