@@ -5,7 +5,7 @@ from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .handlers import MetricsReport
 from .matrix_optimizer import MatrixOptimizerStep
 from .metrics import ProtocolMetric, protocol_metrics, protocol_scores
-from .ntm_report import NTMReport
+from .ntm_report import NTMReport, empirical_ntms, given_matrix
 from .prepare_batch import JCASPrepareBatch
 from .stages import JCASStages, StagePolyLR
 from .warm_start import WARM_START_METHODS, estimate_ntms

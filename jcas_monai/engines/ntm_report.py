@@ -11,10 +11,49 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..losses.ntm import class_to_affinity_ntm
+from ..losses.ntm import class_to_affinity_ntm, load_matrix
 from ..noise.report import NoiseStats
 
-__all__ = ["NTMReport"]
+__all__ = ["NTMReport", "empirical_ntms", "given_matrix"]
+
+
+def empirical_ntms(
+    dataset: Sequence[dict], num_classes: int, label_key: str = "label", clean_key: str = "clean_label"
+) -> dict | None:
+    """The noise report (:class:`~jcas_monai.noise.report.NoiseStats`: ``T_C``, ``T_A``, fractions, ...)
+    counted over the items of ``dataset`` that carry both their label and their clean label, or ``None``
+    when no item carries a clean label."""
+    stats = NoiseStats(num_classes)
+    for item in dataset:
+        if clean_key in item:
+            stats.add(np.asarray(item[clean_key]), np.asarray(item[label_key]))
+    return stats.summary() if stats.num_images else None
+
+
+def given_matrix(
+    spec: str | Sequence[Sequence[float]] | None,
+    which: str,
+    num_classes: int,
+    dataset: Sequence[dict] | None = None,
+) -> torch.Tensor | None:
+    """``T_C`` or ``T_A`` (``which``) as given in the config (keys ``fixed_t_c``, ``fixed_t_a``): what
+    :func:`~jcas_monai.losses.load_matrix` reads, or ``"empirical"``: the true matrix of the training
+    labels, counted over the training items that keep their clean label (an oracle, for diagnosis).
+
+    Raises:
+        ValueError: ``"empirical"`` without training items that carry ``clean_label``, or what
+            :func:`~jcas_monai.losses.load_matrix` raises; the message names the config key.
+    """
+    name, size = f"fixed_{which.lower()}", num_classes if which == "T_C" else 2
+    if spec != "empirical":
+        return load_matrix(spec, size, name)
+    report = empirical_ntms(dataset or [], num_classes)
+    if report is None:
+        raise ValueError(
+            f"{name}: 'empirical' needs training items that carry their clean label ('clean_label'); "
+            "none does (simulate noise on the fly, or use a datalist written by python -m jcas_monai.noise)"
+        )
+    return load_matrix(report[which], size, name)
 
 
 class NTMReport:
@@ -73,11 +112,7 @@ class NTMReport:
         """Matrices counted over the training items that keep their clean label, or ``None``."""
         if self.dataset is None:
             return None
-        stats = NoiseStats(len(self.class_names))
-        for item in self.dataset:
-            if self.clean_key in item:
-                stats.add(np.asarray(item[self.clean_key]), np.asarray(item[self.label_key]))
-        return stats.summary() if stats.num_images else None
+        return empirical_ntms(self.dataset, len(self.class_names), self.label_key, self.clean_key)
 
     def log(self, engine: Engine) -> None:
         if self._writer is None:

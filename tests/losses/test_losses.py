@@ -239,8 +239,8 @@ def test_jcas_loss_sums_weighted_terms():
     }
     loss_fn = _off(**config)
     with torch.no_grad():
-        loss_fn.t_c.weight.normal_(-2, 0.5, generator=_gen(62))
-        loss_fn.t_a.weight.normal_(-2, 0.5, generator=_gen(63))
+        loss_fn.t_c.weight.normal_(-2, 0.5, generator=_gen(62)).add_(2 * torch.eye(3))
+        loss_fn.t_a.weight.normal_(-2, 0.5, generator=_gen(63)).add_(2 * torch.eye(2))
     loss = loss_fn(pred, target)
     t_c, t_a = loss_fn.t_c(), loss_fn.t_a()
     ce, bce = ForwardCorrectedCELoss(), AffinityBCELoss()
