@@ -75,28 +75,32 @@ def test_inference_writes_label_masks_at_image_size(trained, tiny_dataset, tmp_p
 
 
 @pytest.mark.parametrize(
-    "overlay, ntm_lr_factor, expected",
+    "overlay, expected",
     [
-        (None, 10.0, {"type": torch.optim.AdamW, "lr": [2e-3, 2e-3, 2e-2], "momentum": None}),
-        ("configs/paper.json", 1.0, {"type": torch.optim.SGD, "lr": [1e-4, 1e-3, 1e-4], "momentum": 0.9}),
+        (None, {"type": torch.optim.AdamW, "lr": [2e-3, 2e-3], "momentum": None, "ntm": torch.optim.Adam}),
+        ("configs/paper.json", {"type": torch.optim.SGD, "lr": [1e-4, 1e-3], "momentum": 0.9, "ntm": torch.optim.SGD}),
     ],
 )
-def test_optimiser_groups_backbone_heads_and_matrices(overlay, ntm_lr_factor, expected):
-    """Three parameter groups: backbone at ``learning_rate``, heads at ``head_lr_factor`` times it, and the
-    loss's noise transition matrices at ``ntm_lr_factor`` times it without weight decay."""
+def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
+    """The network's optimiser has two groups, backbone at ``learning_rate`` and heads at ``head_lr_factor``
+    times it; the loss's noise transition matrices have an optimiser of their own at ``ntm_learning_rate``
+    (the backbone's rate in the paper preset), without weight decay."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([TRAIN] + ([overlay] if overlay else []))
-    parser.update({"class_freq": [0.7, 0.1, 0.1, 0.1], "device": "cpu", "ntm_lr_factor": ntm_lr_factor})
+    parser.update({"class_freq": [0.7, 0.1, 0.1, 0.1], "device": "cpu", "fixed_t_c": None, "fixed_t_a": None})
     parser.update({"backbone#depth": 18, "backbone#width": 8, "backbone#pretrained_weights": None})
-    optimizer = parser.get_parsed_content("optimizer")
+    optimizer, ntm_optimizer = parser.get_parsed_content("optimizer"), parser.get_parsed_content("ntm_optimizer")
     network, loss = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
 
-    assert type(optimizer) is expected["type"]
+    assert type(optimizer) is expected["type"] and type(ntm_optimizer) is expected["ntm"]
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(expected["lr"])
-    assert [g.get("momentum") for g in optimizer.param_groups] == [expected["momentum"]] * 3
-    backbone, heads, matrices = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
-    assert matrices == {id(p) for p in loss.parameters()} and optimizer.param_groups[2]["weight_decay"] == 0
+    assert [g.get("momentum") for g in optimizer.param_groups] == [expected["momentum"]] * 2
+    backbone, heads = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
+    (matrices,) = ({id(p) for p in g["params"]} for g in ntm_optimizer.param_groups)
+    assert matrices == {id(p) for p in loss.parameters()} and ntm_optimizer.param_groups[0]["weight_decay"] == 0
+    assert ntm_optimizer.param_groups[0]["lr"] == pytest.approx(parser.get_parsed_content("ntm_learning_rate"))
+    assert not matrices & (backbone | heads)
     trainable = {id(p) for p in network.parameters() if p.requires_grad}
     assert backbone | heads <= trainable and not backbone & heads and heads

@@ -1,5 +1,6 @@
 """Noise transition matrices: parameterisation, exact counting, and the class->affinity closed form."""
 
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from jcas_monai.losses import (
     class_to_affinity_ntm,
     empirical_affinity_ntm,
     empirical_class_ntm,
+    load_matrix,
 )
 
 IGNORE = 255
@@ -177,3 +179,53 @@ def test_invalid_inputs_raise():
         empirical_affinity_ntm(np.zeros((2, 3), dtype=int), np.zeros((3, 2), dtype=int), 2)
     with pytest.raises(ValueError, match="value 3 "):
         class_frequencies([np.array([3])], 3)
+
+
+@pytest.mark.parametrize("form", ["softmax", "authors"])
+def test_both_forms_start_from_the_authors_matrix(form):
+    authors = NoiseTransitionMatrix(4, form="authors")()
+    torch.testing.assert_close(NoiseTransitionMatrix(4, form=form)(), authors)
+
+
+def test_warm_start_sets_any_row_stochastic_matrix_in_the_softmax_form():
+    target = torch.tensor([[0.778, 0.222], [0.667, 0.333]])  # symmetric-50 T_A: not diagonally dominant
+    ntm = NoiseTransitionMatrix(2)
+    ntm.reset_parameters(target)
+    torch.testing.assert_close(ntm(), target)
+    torch.testing.assert_close(ntm.initial, target)
+    authors = NoiseTransitionMatrix(2, form="authors")
+    authors.reset_parameters(target)
+    assert (authors() - target).abs().max() > 0.1  # the authors' form caps the off-diagonal at the diagonal
+    ntm.reset_parameters()
+    torch.testing.assert_close(ntm(), NoiseTransitionMatrix(2)())
+
+
+def test_fixed_matrix_is_returned_and_not_trained():
+    fixed = torch.tensor([[0.9, 0.1], [0.3, 0.7]])
+    ntm = NoiseTransitionMatrix(2, fixed=fixed)
+    ntm.reset_parameters(torch.eye(2))
+    torch.testing.assert_close(ntm(), fixed)
+    assert not ntm.weight.requires_grad and not ntm().requires_grad
+
+
+def test_load_matrix_from_a_report_and_its_errors(tmp_path):
+    report = tmp_path / "ntm.json"
+    report.write_text(json.dumps({"empirical": {"T_C": [[0.9, 0.1], [0.2, 0.8]]}, "bad": [[0.9, 0.2], [0, 1]]}))
+    torch.testing.assert_close(
+        load_matrix(f"{report}#empirical#T_C", 2, "fixed_t_c"), torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    )
+    assert load_matrix(None, 2, "fixed_t_c") is None
+    cases = {
+        f"{report}#empirical#T_A": "has no key 'T_A'",
+        f"{tmp_path}/missing.json#T_C": "no such file",
+        f"{report}#bad": "row 0 sums to 1.1000",
+        f"{report}#empirical": "not a matrix",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(ValueError, match=message) as err:
+            load_matrix(spec, 2, "fixed_t_c")
+        assert "fixed_t_c" in str(err.value)
+    with pytest.raises(ValueError, match=r"fixed_t_a: must be 2 x 2, got shape \(3, 3\)"):
+        load_matrix(torch.eye(3).tolist(), 2, "fixed_t_a")
+    with pytest.raises(ValueError, match="non-negative"):
+        load_matrix([[1.2, -0.2], [0, 1]], 2, "fixed_t_a")

@@ -1,0 +1,98 @@
+"""Warm start of the matrices from the warm-up model, and the matrices' own optimiser step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.engines import IterationEvents
+
+from jcas_monai.engines import MatrixOptimizerStep, estimate_ntms, given_matrix
+from jcas_monai.losses import NoiseTransitionMatrix, empirical_affinity_ntm, empirical_class_ntm
+
+K = 3
+
+
+class _Oracle(torch.nn.Module):
+    """Returns fixed log-probabilities stored in the "image" (the image is the prediction)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _batches(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    pred = rng.integers(0, K, size=(2, 3, 8, 12))
+    noisy = np.where(rng.random(pred.shape) < 0.3, rng.integers(0, K, size=pred.shape), pred)
+    noisy[0, 0, 0, :4] = 255
+    batches = []
+    for p, y in zip(pred, noisy):
+        logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(torch.as_tensor(p), K).movedim(-1, 1).float(), 1)
+        batches.append({"image": logp, "label": torch.as_tensor(y)[:, None]})
+    return pred.reshape(-1, 8, 12), noisy.reshape(-1, 8, 12), batches
+
+
+def test_confusion_estimate_counts_predictions_against_noisy_labels():
+    pred, noisy, batches = _batches()
+    estimates = estimate_ntms(_Oracle(), batches, K)
+    np.testing.assert_allclose(estimates["confusion"]["T_C"], empirical_class_ntm(pred, noisy, K), atol=1e-12)
+    np.testing.assert_allclose(estimates["confusion"]["T_A"], empirical_affinity_ntm(pred, noisy, K), atol=1e-12)
+
+
+def test_anchor_estimate_is_the_posterior_at_the_most_confident_pixels():
+    prob = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.5, 0.3, 0.2]])
+    image = prob[3].reshape(1, K, 1, 1).repeat(1, 1, 8, 16)
+    image[0, :, 0, 0:12:4] = prob[:3].T  # pixels on the anchor grid (every 4th row and column)
+    batch = {"image": image.log(), "label": torch.zeros(1, 1, 8, 16)}
+    estimates = estimate_ntms(_Oracle(), [batch], K, quantile=1.0)
+    np.testing.assert_allclose(estimates["anchor"]["T_C"], prob[:3].double(), atol=1e-6)
+
+
+def test_given_matrix_empirical_counts_the_clean_training_labels():
+    clean = np.array([[[0, 0, 1, 2]]])
+    noisy = np.array([[[0, 1, 1, 2]]])
+    dataset = [{"label": noisy, "clean_label": clean}, {"label": noisy}]
+    np.testing.assert_allclose(given_matrix("empirical", "T_C", K, dataset), empirical_class_ntm(clean, noisy, K))
+    np.testing.assert_allclose(given_matrix("empirical", "T_A", K, dataset), empirical_affinity_ntm(clean, noisy, K))
+    with pytest.raises(ValueError, match="fixed_t_c: 'empirical' needs training items that carry"):
+        given_matrix("empirical", "T_C", K, [{"label": noisy}])
+
+
+class _Engine:
+    def __init__(self, scale: float | None = None) -> None:
+        self.amp = scale is not None
+        self.scaler = None
+        if scale is not None:
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+
+
+@pytest.mark.parametrize("scale", [None, 1024.0])
+def test_matrix_optimizer_step_unscales_steps_and_clears(scale):
+    ntm = NoiseTransitionMatrix(2)
+    optimizer = torch.optim.SGD(ntm.parameters(), lr=0.5)
+    step = MatrixOptimizerStep(optimizer)
+    before = ntm.weight.detach().clone()
+    (ntm()[0, 1] * (scale or 1.0)).backward()
+    expected_grad = ntm.weight.grad / (scale or 1.0)
+    step(_Engine(scale))
+    torch.testing.assert_close(ntm.weight.detach(), before - 0.5 * expected_grad)
+    assert ntm.weight.grad is None
+
+
+def test_matrix_optimizer_step_skips_non_finite_gradients_and_attaches_after_backward():
+    ntm = NoiseTransitionMatrix(2)
+    step = MatrixOptimizerStep(torch.optim.SGD(ntm.parameters(), lr=0.5))
+    before = ntm.weight.detach().clone()
+    ntm.weight.grad = torch.full_like(ntm.weight, float("nan"))
+    step(_Engine())
+    torch.testing.assert_close(ntm.weight.detach(), before)
+
+    class _Attach:
+        events = []
+
+        def add_event_handler(self, event, handler):
+            self.events.append(event)
+
+    engine = _Attach()
+    step.attach(engine)
+    assert engine.events == [IterationEvents.BACKWARD_COMPLETED]
