@@ -1,5 +1,6 @@
 from .affinity import AffinityLabel, AffinityLabeld
 from .format import As2D, As2Dd
+from .items import ReplaceItemsd
 from .noise import (
     AsymmetricNoise,
     AsymmetricNoised,
