@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -79,3 +80,19 @@ def test_command_line_ends_with_the_root_cause(tiny_dataset, tmp_path):
     assert last.startswith(
         "Bundle run failed: ValueError: config key 'noise_kind' is 'gaussian'; allowed: none"
     )
+
+
+def test_a_failure_while_the_cache_fills_exits_with_status_1_not_an_abort(tiny_dataset, tmp_path):
+    """An error raised in a ``CacheDataset`` worker leaves the other worker busy in torch code; exiting then
+    used to end in ``std::terminate`` (SIGABRT, status 134). Large frames keep that worker busy."""
+    broken = tmp_path / "broken.json"  # MONAI's CopyItemsd refuses to overwrite an existing item
+    broken.write_text(
+        json.dumps({"train#label_source": [{"_target_": "CopyItemsd", "keys": "image", "names": "label"}]})
+    )
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--bundle_root", str(BUNDLE)]
+    cmd += ["--config_file", json.dumps([TRAIN, str(broken)]), "--spatial_size", "[512,640]"]
+    cmd += ["--dataset_dir", str(tiny_dataset), "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "Bundle run failed: KeyError: 'Key label already exists in data.'"

@@ -18,7 +18,7 @@ files, and changing the size of one split leaves the frames of the others unchan
 
 Usage::
 
-    python -m jcas_monai.data.synthetic --out data/synthetic --seed 0 --train 80 --val 20 --test 20
+    python -m jcas_monai.data.synthetic --out data/synthetic --seed 0 --train 80 --val 20 --test 100
 
 or, from a bundle config, ``$jcas_monai.data.synthetic.ensure_dataset(...)`` (generates only when
 ``datalist.json`` is missing).
@@ -371,7 +371,7 @@ def generate_dataset(
     seed: int = 0,
     num_train: int = 80,
     num_val: int = 20,
-    num_test: int = 20,
+    num_test: int = 100,
     height: int = 256,
     width: int = 320,
     fmt: str = "png",
@@ -452,7 +452,7 @@ def ensure_dataset(
     seed: int = 0,
     num_train: int = 80,
     num_val: int = 20,
-    num_test: int = 20,
+    num_test: int = 100,
     height: int = 256,
     width: int = 320,
     fmt: str = "png",
@@ -460,10 +460,23 @@ def ensure_dataset(
 ) -> Path:
     """Path of ``out_dir/datalist.json``, generating the dataset first only when that file is missing.
 
-    Arguments as :func:`generate_dataset`; they are ignored when the dataset already exists.
+    Arguments as :func:`generate_dataset`; they are ignored when the dataset already exists, with a
+    warning when its split sizes differ from the ones asked for (e.g. a dataset generated before the
+    default test split grew from 20 to 100 frames).
     """
     datalist_path = Path(out_dir) / _DATALIST
     if datalist_path.is_file():
+        try:
+            found = json.loads(datalist_path.read_text())
+        except ValueError:  # the dataset check names the unreadable file
+            return datalist_path
+        have = [len(found.get(split, [])) for split in SPLIT_IDS]
+        if have != [num_train, num_val, num_test]:
+            print(
+                f"warning: {datalist_path} has {'/'.join(map(str, have))} training/validation/test frames, "
+                f"not {num_train}/{num_val}/{num_test}; delete it to generate the dataset again",
+                flush=True,
+            )
         return datalist_path
     print(
         f"{datalist_path} not found: generating the synthetic dataset (seed {seed}, "
@@ -484,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--train", type=int, default=80, help="training frames (default: 80)")
     parser.add_argument("--val", type=int, default=20, help="validation frames (default: 20)")
-    parser.add_argument("--test", type=int, default=20, help="test frames (default: 20)")
+    parser.add_argument("--test", type=int, default=100, help="test frames (default: 100)")
     parser.add_argument("--height", type=int, default=256, help="frame height in pixels (default: 256)")
     parser.add_argument("--width", type=int, default=320, help="frame width in pixels (default: 320)")
     parser.add_argument(

@@ -18,6 +18,15 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(n) for n in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 0,1,2, got {text!r}"
+        ) from None
+
+
 def _override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -28,11 +37,17 @@ def _override(text: str) -> tuple[str, str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jcas_monai.reproduce",
-        description="Noise kind x ablation variant study of JCAS (Guo & Yuan, MICCAI 2022) through the bundle: "
+        description="Noise kind x variant x seed study of JCAS (Guo & Yuan, MICCAI 2022) through the bundle: "
         "each cell trains and evaluates in a subprocess; finished cells are skipped, interrupted ones resume. "
-        "Writes results.csv, results.md, jac_vs_epoch_<noise>.png and matrices/ into --out.",
+        "Writes results.csv, results.md, results_seeds.csv, jac_vs_epoch_<noise>.png and matrices/ into "
+        "--out.",
     )
-    parser.add_argument("--out", required=True, type=Path, help="results folder (one subfolder per cell)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="results folder (one <noise>/<variant>/seed<k> folder per cell)",
+    )
     parser.add_argument(
         "--datalist", type=Path, help="datalist JSON for every cell (default: the data overlay's)"
     )
@@ -49,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "--variants",
         type=_names,
         default=_names(PAPER_VARIANTS),
-        help=f"ablation overlays, comma-separated ({PAPER_VARIANTS})",
+        help=f"variant overlays in configs/ablation or configs/peers, comma-separated ({PAPER_VARIANTS})",
     )
     parser.add_argument("--epochs", type=int, help="total epochs of every variant (default: the config's)")
     parser.add_argument(
@@ -61,7 +76,15 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         help="preset overlay in configs, e.g. 'paper' (needs the ImageNet ResNet-101 weights and a GPU)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="training seed (config key 'seed')")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=[0],
+        help="training seeds (config key 'seed'), comma-separated, one cell each: the tables give mean ± sd "
+        "over them and paired differences against the baseline (default: 0)",
+    )
+    seeds.add_argument("--seed", type=int, help="a single training seed, as --seeds N")
     parser.add_argument(
         "--override",
         type=_override,
@@ -87,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset=args.preset,
             epochs=args.epochs,
             warmup_epochs=args.warmup_epochs,
-            seed=args.seed,
+            seeds=args.seeds if args.seed is None else [args.seed],
             overrides=dict(args.override),
         )
         cells = study.cells()

@@ -1,26 +1,30 @@
-"""The study grid: one bundle training and one evaluation per (noise kind, ablation variant) cell.
+"""The study grid: one bundle training and one evaluation per (noise kind, variant, seed) cell.
 
-A cell ``<noise>/<variant>`` is trained and evaluated by the bundle itself, each in a subprocess
+A cell ``<noise>/<variant>/seed<k>`` is trained and evaluated by the bundle itself, each in a subprocess
 (``python -m monai.bundle run training|evaluating``) so that a crash, a leak or an exhausted GPU stays
-inside one cell. Configs are merged in this order::
+inside one cell. A variant is an overlay in ``configs/ablation`` (the paper's ablation) or, failing that,
+in ``configs/peers`` (other noisy-label methods). Configs are merged in this order::
 
     bundle/configs/train.json, [configs/data/<data>.json], [configs/<preset>.json],
-    configs/noise/<noise>.json, configs/ablation/<variant>.json, [bundle/configs/evaluate.json]
+    configs/noise/<noise>.json, configs/{ablation,peers}/<variant>.json, [bundle/configs/evaluate.json]
 
 The preset comes before the noise and ablation overlays so that a one-stage variant keeps its own
 ``warmup_epochs`` (``@max_epochs``) over the preset's stage split. Command-line overrides come last:
-``bundle_root``, ``output_dir`` (the cell folder), ``seed``, ``datalist``, ``max_epochs``,
+``bundle_root``, ``output_dir`` (the cell folder), ``seed`` (the cell's), ``datalist``, ``max_epochs``,
 ``warmup_epochs`` (only for two-stage variants, i.e. the overlays that leave ``warmup_epochs`` to the
 bundle) and the user's ``--override key=value`` pairs.
 
 A variant whose overlay trains on clean labels (``"noise_kind": "none"``, the upper bound) does not
-depend on the noise kind: it is one cell, ``clean/<variant>``, shared by every noise kind's table.
+depend on the noise kind: it is one cell per seed, ``clean/<variant>/seed<k>``, shared by every noise
+kind's table.
 
 Every cell is resumable: a cell with ``metrics.json`` is skipped, a cell whose training finished is
 only evaluated, and an interrupted training is resumed by running the same command again (the bundle
 restores its newest ``checkpoint_epoch=N.pt``). Subprocess output goes to ``<cell>/train.log`` and
-``<cell>/eval.log`` (appended, one header per attempt); ``<cell>/reproduce.json`` records the epochs,
-the accumulated wall time and the two commands.
+``<cell>/eval.log`` (appended, one header per attempt); ``<cell>/reproduce.json`` records the seed, the
+epochs, the accumulated wall time and the two commands. A folder of the earlier one-seed layout
+(``<noise>/<variant>`` holding the cell itself) is moved into ``<noise>/<variant>/seed<k>``, ``k`` read
+from its recorded command, before the study runs.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ __all__ = [
     "StudyError",
     "clean_label_variants",
     "format_seconds",
+    "migrate_single_seed_cells",
     "run_study",
+    "variant_overlays",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +59,16 @@ CLEAN_NOISE = "clean"
 """Noise overlay of the cells of clean-label variants (``configs/noise/clean.json``)."""
 
 RECORD = "reproduce.json"
+VARIANT_FOLDERS = ("ablation", "peers")
+"""Folders of ``configs`` searched, in order, for a variant's overlay."""
+SEED_FOLDER = re.compile(r"seed(\d+)$")
 _CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 _RESERVED = {
     "output_dir": "--out",
     "datalist": "--datalist",
     "max_epochs": "--epochs",
     "warmup_epochs": "--warmup-epochs",
-    "seed": "--seed",
+    "seed": "--seeds",
     "bundle_root": None,
     "config_file": None,
 }
@@ -71,16 +80,17 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class Cell:
-    """One (noise kind, variant) pair of the grid; its results live in ``<out>/<noise>/<variant>``."""
+    """One (noise kind, variant, seed) of the grid; its results live in ``<out>/<noise>/<variant>/seed<k>``."""
 
     noise: str
     variant: str
+    seed: int = 0
 
     def __str__(self) -> str:
-        return f"{self.noise}/{self.variant}"
+        return f"{self.noise}/{self.variant}/seed{self.seed}"
 
     def folder(self, out: Path) -> Path:
-        return out / self.noise / self.variant
+        return out / self.noise / self.variant / f"seed{self.seed}"
 
 
 def _overlays(folder: Path) -> list[str]:
@@ -91,13 +101,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def variant_overlays(repo: Path = REPO_ROOT) -> dict[str, Path]:
+    """Overlay file of every variant: ``configs/ablation/<name>.json``, else ``configs/peers/<name>.json``."""
+    found: dict[str, Path] = {}
+    for folder in VARIANT_FOLDERS:
+        for name in _overlays(repo / "configs" / folder):
+            found.setdefault(name, repo / "configs" / folder / f"{name}.json")
+    return dict(sorted(found.items()))
+
+
 def clean_label_variants(repo: Path = REPO_ROOT) -> set[str]:
-    """Ablation variants trained on clean labels: their overlay sets ``noise_kind`` to ``none``."""
-    folder = repo / "configs" / "ablation"
-    return {v for v in _overlays(folder) if _read_json(folder / f"{v}.json").get("noise_kind") == "none"}
+    """Variants trained on clean labels: their overlay sets ``noise_kind`` to ``none``."""
+    return {v for v, path in variant_overlays(repo).items() if _read_json(path).get("noise_kind") == "none"}
 
 
-def _choose(kind: str, names: Sequence[str], allowed: Sequence[str], where: Path) -> list[str]:
+def _choose(kind: str, names: Sequence[str], allowed: Sequence[str], where: Path | str) -> list[str]:
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise StudyError(
@@ -146,21 +164,22 @@ class Study:
     Args:
         out: results folder (one subfolder per cell, reports at the top).
         noises: names of noise overlays in ``configs/noise``.
-        variants: names of ablation overlays in ``configs/ablation``.
+        variants: names of variant overlays in ``configs/ablation`` or ``configs/peers``.
         datalist: datalist JSON given to every cell (overrides the data overlay's ``datalist``).
         data: a data overlay: a name in ``configs/data`` or a JSON file.
         preset: a preset overlay in ``configs`` (``paper``).
         epochs: total epochs of every variant (``max_epochs``); the config's when ``None``.
         warmup_epochs: warm-up epochs of the two-stage variants; ``epochs // 2`` when only ``epochs``
             is given, the config's when both are ``None``.
-        seed: training seed (config key ``seed``); the noise overlays fix ``noise_seed``.
+        seeds: training seeds (config key ``seed``), one cell each; the noise overlays fix ``noise_seed``,
+            so every seed trains on the same noisy labels.
         overrides: further ``key: value`` config overrides, values as typed on a command line.
         repo: repository root holding ``bundle/`` and ``configs/``.
 
     Raises:
         StudyError: unknown noise kind, variant, data overlay or preset (listing the allowed names), a
-            missing datalist or data overlay file (naming the path), epochs out of range, or an override
-            of a key that has its own option.
+            missing datalist or data overlay file (naming the path), epochs out of range, no seed or a
+            negative one, or an override of a key that has its own option.
     """
 
     out: Path
@@ -171,7 +190,7 @@ class Study:
     preset: str | None = None
     epochs: int | None = None
     warmup_epochs: int | None = None
-    seed: int = 0
+    seeds: Sequence[int] = (0,)
     overrides: Mapping[str, str] = field(default_factory=dict)
     repo: Path = REPO_ROOT
 
@@ -183,10 +202,14 @@ class Study:
         if not self.train_config.is_file():
             raise StudyError(f"no bundle at {self.repo} (missing {self.train_config})")
         self.noises = _choose("noise kind", self.noises, _overlays(configs / "noise"), configs / "noise")
-        self.variants = _choose(
-            "variant", self.variants, _overlays(configs / "ablation"), configs / "ablation"
-        )
-        self.variant_overlays = {v: _read_json(configs / "ablation" / f"{v}.json") for v in self.variants}
+        overlays = variant_overlays(self.repo)
+        where = " or ".join(str(configs / folder) for folder in VARIANT_FOLDERS)
+        self.variants = _choose("variant", self.variants, list(overlays), where)
+        self.variant_paths = {v: overlays[v] for v in self.variants}
+        self.variant_overlays = {v: _read_json(path) for v, path in self.variant_paths.items()}
+        self.seeds = list(dict.fromkeys(self.seeds))
+        if not self.seeds or min(self.seeds) < 0:
+            raise StudyError(f"--seeds must be one or more non-negative integers, got {self.seeds}")
         self.data_config = self._data_config(configs / "data") if self.data else None
         if self.preset is not None:
             self.preset = _choose("preset", [self.preset], _overlays(configs), configs)[0]
@@ -222,11 +245,15 @@ class Study:
         return {v for v, overlay in self.variant_overlays.items() if overlay.get("noise_kind") == "none"}
 
     def cells(self) -> list[Cell]:
-        """The grid: each clean-label variant once (``clean/<variant>``), then noise kind x variant."""
-        shared = [Cell(CLEAN_NOISE, v) for v in self.variants if v in self.clean_variants]
-        return shared + [
-            Cell(n, v) for n in self.noises for v in self.variants if v not in self.clean_variants
-        ]
+        """The grid, seed by seed (the first seed's table is complete first): each clean-label variant once
+        (``clean/<variant>``), then noise kind x variant."""
+        cells = []
+        for seed in self.seeds:
+            cells += [Cell(CLEAN_NOISE, v, seed) for v in self.variants if v in self.clean_variants]
+            cells += [
+                Cell(n, v, seed) for n in self.noises for v in self.variants if v not in self.clean_variants
+            ]
+        return cells
 
     def two_stage(self, variant: str) -> bool:
         """A two-stage variant leaves ``warmup_epochs`` to the bundle; a one-stage one sets it itself."""
@@ -237,7 +264,7 @@ class Study:
         files = [self.train_config]
         files += [self.data_config] if self.data_config else []
         files += [configs / f"{self.preset}.json"] if self.preset else []
-        files += [configs / "noise" / f"{cell.noise}.json", configs / "ablation" / f"{cell.variant}.json"]
+        files += [configs / "noise" / f"{cell.noise}.json", self.variant_paths[cell.variant]]
         files += [self.eval_config] if evaluate else []
         return [str(f) for f in files]
 
@@ -246,7 +273,7 @@ class Study:
         overrides = {
             "bundle_root": str(self.repo / "bundle"),
             "output_dir": str(cell.folder(self.out)),
-            "seed": str(self.seed),
+            "seed": str(cell.seed),
         }
         if self.datalist is not None:
             overrides["datalist"] = str(self.datalist)
@@ -350,6 +377,7 @@ def _run_cell(study: Study, cell: Cell, prefix: str) -> bool:
     record = {
         "noise": cell.noise,
         "variant": cell.variant,
+        "seed": cell.seed,
         "epochs": epochs,
         "train_command": shlex.join(train),
     }
@@ -368,12 +396,45 @@ def _run_cell(study: Study, cell: Cell, prefix: str) -> bool:
     return True
 
 
+def _recorded_seed(record: Path) -> int:
+    """The ``--seed`` of a cell's recorded training command; 0 (the default then) when there is none."""
+    command = shlex.split(_read_json(record).get("train_command", "")) if record.is_file() else []
+    return int(command[command.index("--seed") + 1]) if "--seed" in command else 0
+
+
+def migrate_single_seed_cells(out: Path) -> list[Path]:
+    """Move every cell of the one-seed layout (``<out>/<noise>/<variant>`` holding ``reproduce.json`` or
+    ``models/``) into ``seed<k>`` beside it, ``k`` being its recorded seed; returns the new folders.
+
+    Raises:
+        StudyError: the ``seed<k>`` folder exists already (naming both folders).
+    """
+    moved = []
+    for folder in sorted({p.parent for pattern in (RECORD, "models") for p in out.glob(f"*/*/{pattern}")}):
+        target = folder / f"seed{_recorded_seed(folder / RECORD)}"
+        if target.exists():
+            raise StudyError(
+                f"{folder} holds a one-seed cell, but {target} exists too: move one of them away"
+            )
+        target.mkdir()
+        for entry in folder.iterdir():
+            if entry != target and not SEED_FOLDER.fullmatch(entry.name):
+                entry.rename(target / entry.name)
+        moved.append(target)
+    return moved
+
+
 def run_study(study: Study) -> list[Cell]:
     """Run every unfinished cell, printing one progress line per cell; returns the cells that failed.
+
+    Cells of the one-seed layout are first moved into their ``seed<k>`` folder
+    (:func:`migrate_single_seed_cells`).
 
     Raises:
         StudyError: the datalist or pretrained weights are missing (checked before the first training).
     """
+    for folder in migrate_single_seed_cells(study.out):
+        print(f"moved a cell of the one-seed layout into {folder}", flush=True)
     cells = study.cells()
     checked = False
     failed = []

@@ -8,6 +8,7 @@ from .annotation_noise import (
     PolygonNoised,
 )
 from .format import As2D, As2Dd
+from .items import ReplaceItemsd
 from .noise import (
     AsymmetricNoise,
     AsymmetricNoised,

@@ -1,6 +1,10 @@
-"""Each ablation overlay of ``configs/ablation`` trains through the bundle API and builds its own variant."""
+"""Each ablation overlay of ``configs/ablation`` trains through the bundle API and builds its own variant,
+both with label noise applied on the fly and on a datalist written by ``python -m jcas_monai.noise``
+(noisy ``label``, clean ``clean_label``)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -29,11 +33,26 @@ VARIANTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def noisy_datalist(tiny_dataset, tmp_path_factory) -> str:
+    """The tiny dataset's training labels with ellipse noise, written by the noise command line."""
+    from jcas_monai.noise.__main__ import main
+
+    out = tmp_path_factory.mktemp("ellipse")
+    datalist = str(tiny_dataset / "datalist.json")
+    assert main(["--kind", "ellipse", "--datalist", datalist, "--out", str(out), "--seed", "0"]) == 0
+    return str(out / "datalist.json")
+
+
+@pytest.mark.parametrize("labels", ["on-the-fly", "datalist"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_ablation_overlay_trains_its_variant(variant, tiny_dataset, tmp_path, capsys):
+def test_ablation_overlay_trains_its_variant(variant, labels, tiny_dataset, noisy_datalist, tmp_path, capsys):
     affinity, dar, terms, correction = VARIANTS[variant]
     configs = [TRAIN, str(REPO / "configs" / "ablation" / f"{variant}.json")]
-    if variant != "upper":
+    data = {"dataset_dir": str(tiny_dataset)}
+    if labels == "datalist":
+        data["datalist"] = noisy_datalist  # the labels are noisy already: no noise overlay
+    elif variant != "upper":
         configs.append(NOISE)
     # jcas switches stages after one warm-up epoch; calc starts in the JCAS stage; the others train one epoch
     epochs = (
@@ -41,9 +60,7 @@ def test_ablation_overlay_trains_its_variant(variant, tiny_dataset, tmp_path, ca
     )
     if correction is None:
         epochs.pop("warmup_epochs")  # the single-stage overlays set warmup_epochs to max_epochs
-    workflow = bundle_workflow(
-        "training", configs, dataset_dir=str(tiny_dataset), output_dir=str(tmp_path), **{**TINY, **epochs}
-    )
+    workflow = bundle_workflow("training", configs, output_dir=str(tmp_path), **data, **{**TINY, **epochs})
     parsed = workflow.parser.get_parsed_content
     printed = capsys.readouterr().out
 
@@ -66,5 +83,11 @@ def test_ablation_overlay_trains_its_variant(variant, tiny_dataset, tmp_path, ca
         assert loss.logdet_weight == 0.5 and loss.calc_weight == 0.01
         assert f"Epoch {epochs['max_epochs']}: JCAS stage" in printed
         assert ("JCAS stage starts from the best warm-up weights" in printed) == (variant == "jcas")
-    if variant == "upper":
-        assert parsed("train#noise_transforms") == [] and "calc" not in loss.last_terms
+    assert (parsed("train#noise_transforms") == []) == (variant == "upper" or labels == "datalist")
+    # the noise actually trained on, counted over the labels the trainer saw against the clean labels
+    empirical = json.loads((tmp_path / "ntm" / "ntm.json").read_text())["empirical"]
+    if labels == "datalist":
+        assert parsed("train#dataset#data")[0]["label"] != parsed("train#dataset#data")[0]["clean_label"]
+        assert (empirical["class_noise_rate"] == 0) == (variant == "upper")
+    else:
+        assert (empirical is None) == (variant == "upper")  # the clean labels themselves

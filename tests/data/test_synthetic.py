@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -140,6 +141,8 @@ def test_ensure_dataset_generates_only_when_missing(tmp_path: Path, capsys: pyte
     stamp = path.stat().st_mtime_ns
     assert ensure_dataset(tmp_path, **args) == path
     assert path.stat().st_mtime_ns == stamp and capsys.readouterr().out == ""
+    assert ensure_dataset(tmp_path, **{**args, "num_test": 100}) == path and path.stat().st_mtime_ns == stamp
+    assert "has 1/1/0 training/validation/test frames, not 1/1/100" in capsys.readouterr().out
     path.unlink()
     ensure_dataset(tmp_path, **args)
     assert path.is_file() and "generating" in capsys.readouterr().out
@@ -181,3 +184,16 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--format" in capsys.readouterr().out
+
+
+def test_bundle_default_splits_are_the_generator_defaults_with_at_least_100_test_frames() -> None:
+    bundle = json.loads(
+        (Path(__file__).resolve().parents[2] / "bundle" / "configs" / "train.json").read_text()
+    )
+    defaults = inspect.signature(generate_dataset).parameters
+    assert bundle["synthetic"] == {
+        k: defaults[k].default for k in ("seed", "num_train", "num_val", "num_test")
+    }
+    assert (
+        bundle["synthetic"]["num_test"] >= 100
+    )  # a test mean whose spread over seeds can tell methods apart
