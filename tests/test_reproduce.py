@@ -44,7 +44,7 @@ def _cells(text: str, table: int = 0) -> dict[str, list[str]]:
     [
         (
             {"noises": ["gaussian"], "variants": ["jcas"]},
-            "unknown noise kind 'gaussian'; allowed: asymmetric50, clean",
+            "unknown noise kind 'gaussian'; allowed: affine, asymmetric50, clean",
         ),
         (
             {"noises": ["ellipse"], "variants": ["jcas", "crf"]},
