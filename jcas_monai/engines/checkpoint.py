@@ -8,6 +8,7 @@ name. The same training command run again continues from the last completed epoc
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import re
@@ -156,7 +157,10 @@ def _epoch_state(engine: Engine) -> dict:
 class BestModelSaver:
     """Keep the network weights of the best key metric as a plain state dict (``models/model.pt``).
 
-    Attach to the evaluator. A NaN metric never replaces a saved model. Its best score is a
+    Attach to the evaluator. A NaN metric never replaces a saved model. With ``mode="last"`` every
+    validation replaces it instead, so the file holds the last validated weights (config key
+    ``model_selection``): when the validation labels carry the training labels' noise, the best score
+    against them rewards the model that reproduces the noise. Its best score is a
     ``state_dict`` so that it survives a resume when listed in :class:`TrainingCheckpoint`'s ``save_dict``.
 
     Args:
@@ -165,6 +169,7 @@ class BestModelSaver:
         filename: file name inside ``save_dir``.
         enabled: a callable returning whether saving is active now (used by the stage schedule); always
             active when ``None``.
+        mode: ``"best"`` (highest key metric) or ``"last"`` (last validation).
     """
 
     def __init__(
@@ -173,8 +178,11 @@ class BestModelSaver:
         save_dir: str | os.PathLike,
         filename: str = "model.pt",
         enabled: Callable[[], bool] | None = None,
+        mode: str = "best",
     ) -> None:
-        self.network, self.path, self.enabled = network, Path(save_dir) / filename, enabled
+        if mode not in ("best", "last"):
+            raise ValueError(f"model_selection must be 'best' or 'last', got {mode!r}")
+        self.network, self.path, self.enabled, self.mode = network, Path(save_dir) / filename, enabled, mode
         self.best = -float("inf")
 
     def attach(self, engine: Engine) -> None:
@@ -190,7 +198,7 @@ class BestModelSaver:
         if self.enabled is not None and not self.enabled():
             return
         metric = engine.state.metrics.get(engine.state.key_metric_name)
-        if metric is None or not float(metric) > self.best:
+        if metric is None or math.isnan(float(metric)) or (self.mode == "best" and not float(metric) > self.best):
             return
-        self.best = float(metric)
+        self.best = max(self.best, float(metric))
         atomic_save(self.network.state_dict(), self.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from ignite.metrics import Average
 from monai.engines import SupervisedTrainer
 from torch import nn
@@ -115,3 +115,18 @@ def test_skip_drops_the_bad_batch_without_touching_the_weights(tmp_path):
     assert not all(torch.equal(weights[BAD_ITERATION - 1][k], v) for k, v in before_bad.items())
     final = torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=True)["network"]
     assert all(torch.isfinite(v).all() for v in final.values())
+
+
+@pytest.mark.parametrize("mode, expected", [("best", 0.8), ("last", 0.5)])
+def test_model_selection_keeps_the_best_or_the_last_validated_weights(tmp_path, mode, expected):
+    net = torch.nn.Linear(1, 1, bias=False)
+    saver = BestModelSaver(net, tmp_path, mode=mode)
+    engine = Engine(lambda e, b: None)
+    engine.state.key_metric_name = "mean_dice"
+    for score in (0.3, 0.8, float("nan"), 0.5):
+        with torch.no_grad():
+            net.weight.fill_(score)
+        engine.state.metrics = {"mean_dice": score}
+        saver(engine)
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["weight"].item()
+    assert saved == pytest.approx(expected) and saver.best == pytest.approx(0.8)

@@ -88,7 +88,8 @@ def test_matrix_optimizer_step_skips_non_finite_gradients_and_attaches_after_bac
     torch.testing.assert_close(ntm.weight.detach(), before)
 
     class _Attach:
-        events = []
+        def __init__(self):
+            self.events = []
 
         def add_event_handler(self, event, handler):
             self.events.append(event)
