@@ -76,8 +76,12 @@ class JCASStages:
         stage2_batch_size: training batch size of stage 2; ``None`` keeps the trainer's loader.
         save: keep ``warmup_model.pt`` up to date; ``False`` on the DDP ranks other than 0, which read the
             file rank 0 writes (``bundle/configs/multi_gpu_train.json``).
-        warm_start: ``"none"`` (the authors' initialisation), ``"confusion"`` or ``"anchor"`` (config key
-            ``ntm_warm_start``).
+        warm_start: ``"none"`` (the authors' initialisation), ``"confusion"``, ``"confident"`` or
+            ``"anchor"`` (config key ``ntm_warm_start``).
+        learn_matrices: train the matrices in the JCAS stage (config key ``ntm_learn``); ``False`` holds
+            them at their start (the warm-start estimate): measured on the synthetic set, learning them
+            jointly with the network lets the rows of rare classes drift to degenerate solutions
+            (``docs/matrices.md``).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class JCASStages:
         save: bool = True,
         matrix_optimizer: torch.optim.Optimizer | None = None,
         warm_start: str = "none",
+        learn_matrices: bool = True,
     ) -> None:
         if warm_start not in ("none", *WARM_START_METHODS):
             raise ValueError(
@@ -105,7 +110,7 @@ class JCASStages:
                 f"stage2 sets {unknown}, which {type(loss).__name__} does not have (config key 'stage2')"
             )
         self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
-        self.matrix_optimizer, self.warm_start = matrix_optimizer, warm_start
+        self.matrix_optimizer, self.warm_start, self.learn_matrices = matrix_optimizer, warm_start, learn_matrices
         self.warmup_epochs = int(warmup_epochs)
         self.stage2 = dict(stage2)
         if stage2_batch_size is not None and int(stage2_batch_size) < 1:
@@ -135,6 +140,8 @@ class JCASStages:
             self._start_jcas_stage(engine)
         for key, value in self.stage2.items():
             setattr(self.loss, key, value)
+        for ntm in (self.loss.t_c, self.loss.t_a):
+            ntm.weight.requires_grad_(self.learn_matrices and ntm.fixed is None)
         self.stage = 2
         print(f"Epoch {engine.state.epoch}: JCAS stage (loss correction {self.stage2})")
         self._use_stage2_batch_size(engine)

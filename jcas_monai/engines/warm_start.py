@@ -7,6 +7,10 @@ an estimate instead (``ntm_warm_start`` in the bundle config):
 - ``"confusion"``: the model's prediction is taken as the clean label and counted against the noisy one.
   ``T_C(a, b)`` is the fraction of pixels predicted ``a`` that are labelled ``b``; ``T_A`` is counted the
   same way over the ordered pixel pairs of each image (:func:`~jcas_monai.losses.pair_counts`).
+- ``"confident"``: the same count over the model's confident pixels only: for each predicted class ``a``
+  the half of its pixels with the highest ``p(a | x)``, where the prediction is most likely right, so
+  that the model's own mistakes count less as label noise. ``T_A`` is the closed form
+  :func:`~jcas_monai.losses.class_to_affinity_ntm` with the predicted class fractions.
 - ``"anchor"``: anchor points (Patrini et al., CVPR 2017, "Making deep neural networks robust to label
   noise: a loss correction approach"). The model trained on noisy labels estimates the noisy posterior
   ``p(noisy | x)``; at a pixel that is almost surely of clean class ``a`` that posterior is row ``a`` of
@@ -29,10 +33,10 @@ from ..losses.ntm import class_to_affinity_ntm, pair_counts
 
 __all__ = ["WARM_START_METHODS", "estimate_ntms"]
 
-WARM_START_METHODS = ("confusion", "anchor")
+WARM_START_METHODS = ("confusion", "confident", "anchor")
 
 _ANCHOR_STRIDE = 4
-"""Pixels kept per image for the anchor points: every 4th row and column."""
+"""Pixels kept per image for the anchor points and the confident pixels: every 4th row and column."""
 
 
 def _row_normalise(counts: torch.Tensor) -> torch.Tensor:
@@ -49,6 +53,19 @@ def _anchor_ntm(prob: torch.Tensor, quantile: float) -> torch.Tensor:
         threshold = torch.quantile(column, quantile)
         rows.append(prob[(column - threshold).abs().argmin()])
     return torch.stack(rows)
+
+
+def _confident_ntm(prob: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``(K, K)`` counts of noisy ``label`` ``(P,)`` over the more confident half of each predicted class."""
+    num_classes = prob.shape[1]
+    confidence, pred = prob.max(dim=1)
+    counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    for a in range(num_classes):
+        picked = (pred == a) & (label != ignore_index)
+        if picked.any():
+            picked &= confidence >= confidence[picked].median()
+            counts[a] = torch.bincount(label[picked], minlength=num_classes).double()
+    return _row_normalise(counts)
 
 
 def _all_reduce_mean(matrices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -85,14 +102,14 @@ def estimate_ntms(
         quantile: the anchor points' quantile of ``p(noisy = a | x)``.
 
     Returns:
-        ``{"confusion": {"T_C", "T_A"}, "anchor": {"T_C", "T_A"}}``, float64 on the CPU, rows clean,
+        ``{method: {"T_C", "T_A"}}`` for each of :data:`WARM_START_METHODS`, float64 on the CPU, rows clean,
         columns noisy, ``T_A`` index 1 = same class.
     """
     was_training = network.training
     network.eval()
     joint = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     pairs = torch.zeros(2, 2, dtype=torch.float64)
-    kept = []
+    kept, kept_labels = [], []
     try:
         for batch in batches:
             prob = network(batch["image"].to(device)).float().softmax(dim=1).cpu()
@@ -105,14 +122,18 @@ def estimate_ntms(
                 joint += counts
                 pairs += pair_counts(counts)
             kept.append(prob[:, :, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].movedim(1, -1).reshape(-1, num_classes))
+            kept_labels.append(label[:, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].reshape(-1))
     finally:
         network.train(was_training)
     prob = torch.cat(kept).double()
     t_c_anchor = _anchor_ntm(prob, quantile)
+    t_c_confident = _confident_ntm(prob, torch.cat(kept_labels), ignore_index)
     predicted_freq = joint.sum(dim=1)
     matrices = {
         "confusion_T_C": _row_normalise(joint),
         "confusion_T_A": _row_normalise(pairs),
+        "confident_T_C": t_c_confident,
+        "confident_T_A": class_to_affinity_ntm(t_c_confident, predicted_freq),
         "anchor_T_C": t_c_anchor,
         "anchor_T_A": class_to_affinity_ntm(t_c_anchor, predicted_freq),
     }
