@@ -166,7 +166,7 @@ class JCASStages:
                 f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})"
             )
         matrices = {}
-        if self.warm_start != "none":
+        if self.warm_start != "none" and (self.loss.t_c.fixed is None or self.loss.t_a.fixed is None):
             estimates = estimate_ntms(self.network, engine.state.dataloader, self.loss.t_c.num_classes, device)
             for method, estimate in estimates.items():
                 chosen = " (warm start)" if method == self.warm_start else ""

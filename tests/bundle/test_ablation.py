@@ -21,7 +21,7 @@ VARIANTS = {
         True,
         True,
         {"seg_main", "seg_aux", "dar_main", "dar_aux", "aff_main", "aff_aux", "logdet", "calc"},
-        (False, True),
+        (True, True),
     ),
     "jcas": (
         True,
@@ -29,8 +29,15 @@ VARIANTS = {
         {"seg_main", "seg_aux", "dar_main", "dar_aux", "aff_main", "aff_aux", "logdet", "calc"},
         (True, True),
     ),
+    "oracle": (
+        True,
+        True,
+        {"seg_main", "seg_aux", "dar_main", "dar_aux", "aff_main", "aff_aux", "logdet", "calc"},
+        (True, True),
+    ),
     "upper": (False, False, {"seg_main", "seg_aux"}, None),
 }
+TWO_STAGE = ("jcas", "oracle")  # switch stages after one warm-up epoch
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +61,9 @@ def test_ablation_overlay_trains_its_variant(variant, labels, tiny_dataset, nois
         data["datalist"] = noisy_datalist  # the labels are noisy already: no noise overlay
     elif variant != "upper":
         configs.append(NOISE)
-    # jcas switches stages after one warm-up epoch; calc starts in the JCAS stage; the others train one epoch
+    # jcas and oracle switch stages after one warm-up epoch; calc starts in the JCAS stage; the others one epoch
     epochs = (
-        {"max_epochs": 2, "warmup_epochs": 1} if variant == "jcas" else {"max_epochs": 1, "warmup_epochs": 0}
+        {"max_epochs": 2, "warmup_epochs": 1} if variant in TWO_STAGE else {"max_epochs": 1, "warmup_epochs": 0}
     )
     if correction is None:
         epochs.pop("warmup_epochs")  # the single-stage overlays set warmup_epochs to max_epochs
@@ -80,9 +87,11 @@ def test_ablation_overlay_trains_its_variant(variant, labels, tiny_dataset, nois
         assert not loss.class_correction and not loss.affinity_correction and loss.calc_weight == 0
     else:
         assert (loss.class_correction, loss.affinity_correction) == correction
-        assert loss.logdet_weight == 0.5 and loss.calc_weight == 0.01
+        assert loss.logdet_weight == 0.001 and loss.calc_weight == 0.01
         assert f"Epoch {epochs['max_epochs']}: JCAS stage" in printed
-        assert ("JCAS stage starts from the best warm-up weights" in printed) == (variant == "jcas")
+        assert ("JCAS stage starts from the best warm-up weights" in printed) == (variant in TWO_STAGE)
+        assert ("estimate of the warm-up model (warm start)" in printed) == (variant == "jcas")
+        assert (loss.t_c.fixed is not None and loss.t_a.fixed is not None) == (variant == "oracle")
     assert (parsed("train#noise_transforms") == []) == (variant == "upper" or labels == "datalist")
     # the noise actually trained on, counted over the labels the trainer saw against the clean labels
     empirical = json.loads((tmp_path / "ntm" / "ntm.json").read_text())["empirical"]

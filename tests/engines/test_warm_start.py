@@ -97,3 +97,36 @@ def test_matrix_optimizer_step_skips_non_finite_gradients_and_attaches_after_bac
     engine = _Attach()
     step.attach(engine)
     assert engine.events == [IterationEvents.BACKWARD_COMPLETED]
+
+
+class _Network(_Oracle):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_stage_switch_warm_starts_and_holds_or_learns_the_matrices(tmp_path, learn):
+    from types import SimpleNamespace
+
+    from ignite.engine import Engine
+
+    from jcas_monai.engines import JCASStages
+    from jcas_monai.losses import JCASLoss
+
+    pred, noisy, batches = _batches(1)
+    loss = JCASLoss(K, class_freq=[0.4, 0.3, 0.3])
+    network = _Network()
+    ntm_optimizer = torch.optim.Adam(loss.parameters(), lr=0.05)
+    stages = JCASStages(
+        loss, network, torch.optim.SGD(network.parameters(), lr=0.1), Engine(lambda e, b: None), 2,
+        {"class_correction": True}, tmp_path, matrix_optimizer=ntm_optimizer, warm_start="confusion",
+        learn_matrices=learn,
+    )
+    trainer = SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=batches))
+    stages.epoch_started(trainer)
+    expected = empirical_class_ntm(pred, noisy, K).float()
+    torch.testing.assert_close(loss.t_c(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(loss.t_c.initial, expected, atol=1e-5, rtol=0)
+    assert loss.class_correction and stages.stage == 2
+    assert loss.t_c.weight.requires_grad is learn and loss.t_a.weight.requires_grad is learn
