@@ -2,9 +2,9 @@
 
 The network's predictions are held fixed at the clean labels (confident logits), so the only thing that
 can learn is the matrix; its maximum-likelihood value is then the empirical transition matrix of the
-clean/noisy pair. Training uses the bundle's JCAS-stage settings, read from ``bundle/configs/train.json``
-(the matrices' optimiser and learning rate, the stage-2 log-det weight) over the bundle default's
-number of JCAS-stage steps. The authors' settings in the bundle's previous form (the matrices in the
+clean/noisy pair. Training uses the bundle's settings for learning the matrices (``ntm_learn: true``),
+read from ``bundle/configs/train.json`` (the matrices' optimiser and learning rate, the stage-2 log-det
+weight, the default softmax parameterisation) over the bundle default's number of JCAS-stage steps. The authors' settings in the bundle's previous form (the matrices in the
 network's AdamW at 2e-3, log-det weight 0.5) must fail the same check, so the test can fail.
 """
 
