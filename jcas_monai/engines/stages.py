@@ -3,10 +3,10 @@
 Stage 1 (warm-up) trains the network with the affinity loss and DAR but no matrix correction. Stage 2
 (JCAS) starts from the best warm-up weights with fresh noise transition matrices (the authors'
 initialisation, or a warm start estimated from the warm-up model, :mod:`~jcas_monai.engines.warm_start`)
-and switches on the forward correction, the CALC term and the stage-2 log-det weight, optionally with its own batch size
-(the authors train with 4 in the warm-up and 3 after). The learning rate restarts its poly decay at the
-stage boundary. The stage is derived from the epoch number, so a resumed run lands in the right stage
-without extra state.
+and switches on the forward correction, the CALC term and the stage-2 log-det weight, optionally with its
+own batch size (the authors train with 4 in the warm-up and 3 after). The learning rate restarts its poly
+decay at the stage boundary. The stage is derived from the epoch number, so a resumed run lands in the
+right stage without extra state.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ class JCASStages:
                 f"stage2 sets {unknown}, which {type(loss).__name__} does not have (config key 'stage2')"
             )
         self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
-        self.matrix_optimizer, self.warm_start, self.learn_matrices = matrix_optimizer, warm_start, learn_matrices
+        self.matrix_optimizer, self.warm_start = matrix_optimizer, warm_start
+        self.learn_matrices = learn_matrices
         self.warmup_epochs = int(warmup_epochs)
         self.stage2 = dict(stage2)
         if stage2_batch_size is not None and int(stage2_batch_size) < 1:
@@ -167,10 +168,14 @@ class JCASStages:
             )
         matrices = {}
         if self.warm_start != "none" and (self.loss.t_c.fixed is None or self.loss.t_a.fixed is None):
-            estimates = estimate_ntms(self.network, engine.state.dataloader, self.loss.t_c.num_classes, device)
+            num_classes = self.loss.t_c.num_classes
+            estimates = estimate_ntms(self.network, engine.state.dataloader, num_classes, device)
             for method, estimate in estimates.items():
                 chosen = " (warm start)" if method == self.warm_start else ""
-                print(f"{method} estimate of the warm-up model{chosen}: T_C {_fmt(estimate['T_C'])}, T_A {_fmt(estimate['T_A'])}")
+                print(
+                    f"{method} estimate of the warm-up model{chosen}: "
+                    f"T_C {_fmt(estimate['T_C'])}, T_A {_fmt(estimate['T_A'])}"
+                )
             matrices = {"t_c": estimates[self.warm_start]["T_C"], "t_a": estimates[self.warm_start]["T_A"]}
         self.loss.reset_matrices(**matrices)
         for optimizer in (self.optimizer, self.matrix_optimizer):

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.distributed as dist
 
-from ..losses.ntm import class_to_affinity_ntm, pair_counts
+from ..losses.ntm import _row_normalise, class_to_affinity_ntm, pair_counts
 
 __all__ = ["WARM_START_METHODS", "estimate_ntms"]
 
@@ -37,12 +37,6 @@ WARM_START_METHODS = ("confusion", "confident", "anchor")
 
 _ANCHOR_STRIDE = 4
 """Pixels kept per image for the anchor points and the confident pixels: every 4th row and column."""
-
-
-def _row_normalise(counts: torch.Tensor) -> torch.Tensor:
-    rows = counts.sum(dim=1, keepdim=True)
-    eye = torch.eye(counts.shape[0], dtype=counts.dtype)
-    return torch.where(rows > 0, counts / rows.clamp_min(1e-12), eye)
 
 
 def _anchor_ntm(prob: torch.Tensor, quantile: float) -> torch.Tensor:
@@ -121,7 +115,9 @@ def estimate_ntms(
                 counts = counts.view(num_classes, num_classes)
                 joint += counts
                 pairs += pair_counts(counts)
-            kept.append(prob[:, :, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].movedim(1, -1).reshape(-1, num_classes))
+            kept.append(
+                prob[:, :, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].movedim(1, -1).reshape(-1, num_classes)
+            )
             kept_labels.append(label[:, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].reshape(-1))
     finally:
         network.train(was_training)

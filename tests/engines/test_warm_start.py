@@ -27,7 +27,9 @@ def _batches(seed: int = 0):
     noisy[0, 0, 0, :4] = 255
     batches = []
     for p, y in zip(pred, noisy):
-        logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(torch.as_tensor(p), K).movedim(-1, 1).float(), 1)
+        logp = torch.log_softmax(
+            5.0 * torch.nn.functional.one_hot(torch.as_tensor(p), K).movedim(-1, 1).float(), 1
+        )
         batches.append({"image": logp, "label": torch.as_tensor(y)[:, None]})
     return pred.reshape(-1, 8, 12), noisy.reshape(-1, 8, 12), batches
 
@@ -36,7 +38,9 @@ def test_confusion_estimate_counts_predictions_against_noisy_labels():
     pred, noisy, batches = _batches()
     estimates = estimate_ntms(_Oracle(), batches, K)
     np.testing.assert_allclose(estimates["confusion"]["T_C"], empirical_class_ntm(pred, noisy, K), atol=1e-12)
-    np.testing.assert_allclose(estimates["confusion"]["T_A"], empirical_affinity_ntm(pred, noisy, K), atol=1e-12)
+    np.testing.assert_allclose(
+        estimates["confusion"]["T_A"], empirical_affinity_ntm(pred, noisy, K), atol=1e-12
+    )
 
 
 def test_anchor_estimate_is_the_posterior_at_the_most_confident_pixels():
@@ -52,8 +56,12 @@ def test_given_matrix_empirical_counts_the_clean_training_labels():
     clean = np.array([[[0, 0, 1, 2]]])
     noisy = np.array([[[0, 1, 1, 2]]])
     dataset = [{"label": noisy, "clean_label": clean}, {"label": noisy}]
-    np.testing.assert_allclose(given_matrix("empirical", "T_C", K, dataset), empirical_class_ntm(clean, noisy, K))
-    np.testing.assert_allclose(given_matrix("empirical", "T_A", K, dataset), empirical_affinity_ntm(clean, noisy, K))
+    np.testing.assert_allclose(
+        given_matrix("empirical", "T_C", K, dataset), empirical_class_ntm(clean, noisy, K)
+    )
+    np.testing.assert_allclose(
+        given_matrix("empirical", "T_A", K, dataset), empirical_affinity_ntm(clean, noisy, K)
+    )
     with pytest.raises(ValueError, match="fixed_t_c: 'empirical' needs training items that carry"):
         given_matrix("empirical", "T_C", K, [{"label": noisy}])
 
@@ -119,8 +127,15 @@ def test_stage_switch_warm_starts_and_holds_or_learns_the_matrices(tmp_path, lea
     network = _Network()
     ntm_optimizer = torch.optim.Adam(loss.parameters(), lr=0.05)
     stages = JCASStages(
-        loss, network, torch.optim.SGD(network.parameters(), lr=0.1), Engine(lambda e, b: None), 2,
-        {"class_correction": True}, tmp_path, matrix_optimizer=ntm_optimizer, warm_start="confusion",
+        loss,
+        network,
+        torch.optim.SGD(network.parameters(), lr=0.1),
+        Engine(lambda e, b: None),
+        2,
+        {"class_correction": True},
+        tmp_path,
+        matrix_optimizer=ntm_optimizer,
+        warm_start="confusion",
         learn_matrices=learn,
     )
     trainer = SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=batches))
