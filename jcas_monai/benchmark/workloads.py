@@ -110,8 +110,8 @@ def bundle_setting(config_file: str, overrides: dict[str, Any] | None = None) ->
 
     Network: ``network_def``; loss: ``loss_def`` with the ``stage2`` settings applied (``class_freq`` is
     taken from the benchmark labels); optimiser: ``optimizer#_target_`` with ``learning_rate`` and
-    ``weight_decay``; ``batch_size``, ``spatial_size`` (the network's ``grid_size`` comes with
-    ``network_def``).
+    ``weight_decay``; ``batch_size``, and ``crop_size`` (the training input, reported as
+    ``spatial_size``; the network's ``grid_size`` comes with ``network_def``).
 
     Args:
         config_file: path of the bundle's ``train.json``.
@@ -134,7 +134,7 @@ def bundle_setting(config_file: str, overrides: dict[str, Any] | None = None) ->
             "weight_decay": _resolve(parser, "weight_decay"),
         },
         "batch_size": _resolve(parser, "batch_size"),
-        "spatial_size": _resolve(parser, "spatial_size"),
+        "spatial_size": _resolve(parser, "crop_size"),
         "in_channels": _resolve(parser, "in_channels"),
         "memory_format": str(_resolve(parser, "memory_format")).removeprefix("torch."),
     }

@@ -4,8 +4,9 @@ Stage 1 (warm-up) trains the network with the affinity loss and DAR but no matri
 (JCAS) starts from the best warm-up weights with fresh noise transition matrices (the authors'
 initialisation, or a warm start estimated from the warm-up model, :mod:`~jcas_monai.engines.warm_start`)
 and switches on the forward correction, the CALC term and the stage-2 log-det weight, optionally with its
-own batch size (the authors train with 4 in the warm-up and 3 after). The learning rate restarts its poly
-decay at the stage boundary. The stage is derived from the epoch number, so a resumed run lands in the
+own batch size (the authors train with 4 in the warm-up and 3 after). As in the authors' two scripts, the
+learning rate restarts its poly decay at the stage boundary and the optimisers forget their running
+state; both are options (:class:`StagePolyLR` ``restart``, ``reset_optimizer``). The stage is derived from the epoch number, so a resumed run lands in the
 right stage without extra state.
 """
 
@@ -26,28 +27,41 @@ __all__ = ["JCASStages", "StagePolyLR", "with_batch_size"]
 
 
 class StagePolyLR:
-    """Learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR``: poly decay restarted at each stage.
+    """Learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR``: poly decay, by default restarted at
+    each stage, with an optional linear ramp at the start of each decay.
 
-    ``factor(e) = (1 - (e - start) / length) ** power`` where ``start`` and ``length`` are those of the
-    stage containing epoch ``e`` (0-based, as ``LambdaLR`` counts). Picklable, so the scheduler state
-    goes into checkpoints.
+    ``factor(e) = ramp(t) (1 - t / length) ** power`` with ``t = e - start``, where ``start`` and ``length``
+    are those of the stage containing epoch ``e`` (0-based, as ``LambdaLR`` counts), or of the whole run
+    with ``restart=False``; ``ramp(t) = (t + 1) / (ramp_epochs + 1)`` for ``t < ramp_epochs``, else 1.
+    Picklable, so the scheduler state goes into checkpoints.
 
     Args:
         warmup_epochs: length of stage 1 (0 for a single-stage run).
         max_epochs: total epochs of both stages.
         power: poly exponent (0.9 in DeepLab and JCAS).
+        ramp_epochs: epochs of linear ramp-up at the start of each decay (0: none, the authors').
+        restart: restart the decay (and the ramp) at the stage boundary, as the authors' two training
+            scripts do; ``False`` decays once over both stages.
     """
 
-    def __init__(self, warmup_epochs: int, max_epochs: int, power: float = 0.9) -> None:
+    def __init__(
+        self, warmup_epochs: int, max_epochs: int, power: float = 0.9, ramp_epochs: int = 0, restart: bool = True
+    ) -> None:
+        if ramp_epochs < 0:
+            raise ValueError(f"StagePolyLR: ramp_epochs must be >= 0, got {ramp_epochs!r}")
         self.warmup_epochs, self.max_epochs, self.power = warmup_epochs, max_epochs, power
+        self.ramp_epochs, self.restart = ramp_epochs, restart
 
     def __call__(self, epoch: int) -> float:
-        start, length = (
-            (0, self.warmup_epochs)
-            if epoch < self.warmup_epochs
-            else (self.warmup_epochs, self.max_epochs - self.warmup_epochs)
-        )
-        return max(0.0, 1.0 - (epoch - start) / max(length, 1)) ** self.power
+        if not self.restart:
+            start, length = 0, self.max_epochs
+        elif epoch < self.warmup_epochs:
+            start, length = 0, self.warmup_epochs
+        else:
+            start, length = self.warmup_epochs, self.max_epochs - self.warmup_epochs
+        t = epoch - start
+        ramp = (t + 1) / (self.ramp_epochs + 1) if t < self.ramp_epochs else 1.0
+        return ramp * max(0.0, 1.0 - t / max(length, 1)) ** self.power
 
 
 class JCASStages:
@@ -56,7 +70,8 @@ class JCASStages:
     Attach to the trainer. While in stage 1 it keeps the best weights by the evaluator's key metric in
     ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
     the matrices (with ``warm_start``, to the estimate of the warm-up model over the training data, see
-    :func:`~jcas_monai.engines.estimate_ntms`), clears the optimisers' running state and applies
+    :func:`~jcas_monai.engines.estimate_ntms`), clears the optimisers' running state (with
+    ``reset_optimizer``) and applies
     ``stage2`` to the loss. With
     ``stage2_batch_size`` the trainer's data loader is replaced by one of that batch size over the same
     dataset and sampler from the first stage-2 epoch on (also when a run resumes in stage 2), and the epoch
@@ -67,7 +82,8 @@ class JCASStages:
         loss: the JCAS loss; ``stage2`` entries are set as its attributes.
         network: the network whose weights are kept and restored.
         optimizer: optimiser whose per-parameter state (momentum) is cleared at the switch.
-        matrix_optimizer: the matrices' optimiser, likewise cleared.
+        matrix_optimizer: the matrices' optimiser, cleared at the switch in any case (the matrices
+            restart).
         evaluator: validation engine providing the key metric.
         warmup_epochs: length of stage 1; ``0`` starts directly in stage 2 (no warm-up).
         stage2: loss settings of stage 2, e.g. ``{"class_correction": true, "affinity_correction": true,
@@ -82,6 +98,8 @@ class JCASStages:
             them at their start (the warm-start estimate): measured on the synthetic set, learning them
             jointly with the network lets the rows of rare classes drift to degenerate solutions
             (``docs/matrices.md``).
+        reset_optimizer: clear ``optimizer``'s running state at the switch, as a fresh stage-2 script
+            does (config key ``stage2_reset_optimizer``); ``False`` keeps the moments of the warm-up.
     """
 
     def __init__(
@@ -98,6 +116,7 @@ class JCASStages:
         matrix_optimizer: torch.optim.Optimizer | None = None,
         warm_start: str = "none",
         learn_matrices: bool = True,
+        reset_optimizer: bool = True,
     ) -> None:
         if warm_start not in ("none", *WARM_START_METHODS):
             raise ValueError(
@@ -111,7 +130,7 @@ class JCASStages:
             )
         self.loss, self.network, self.optimizer, self.evaluator = loss, network, optimizer, evaluator
         self.matrix_optimizer, self.warm_start = matrix_optimizer, warm_start
-        self.learn_matrices = learn_matrices
+        self.learn_matrices, self.reset_optimizer = learn_matrices, reset_optimizer
         self.warmup_epochs = int(warmup_epochs)
         self.stage2 = dict(stage2)
         if stage2_batch_size is not None and int(stage2_batch_size) < 1:
@@ -178,7 +197,7 @@ class JCASStages:
                 )
             matrices = {"t_c": estimates[self.warm_start]["T_C"], "t_a": estimates[self.warm_start]["T_A"]}
         self.loss.reset_matrices(**matrices)
-        for optimizer in (self.optimizer, self.matrix_optimizer):
+        for optimizer in (self.optimizer if self.reset_optimizer else None, self.matrix_optimizer):
             if optimizer is not None:
                 optimizer.state.clear()
 

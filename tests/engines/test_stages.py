@@ -1,4 +1,4 @@
-"""Stage helpers: the poly schedule restarted per stage and the data loader of another batch size."""
+"""Stage helpers: the poly schedule (restarted per stage, ramped, or decayed once) and the data loader of another batch size."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from jcas_monai.engines.stages import with_batch_size
 def test_stage_poly_lr_restarts_at_the_stage_boundary():
     factor = StagePolyLR(warmup_epochs=4, max_epochs=6, power=1.0)
     assert [factor(e) for e in range(6)] == [1.0, 0.75, 0.5, 0.25, 1.0, 0.5]
+
+
+def test_stage_poly_lr_ramps_at_each_restart_or_decays_once():
+    ramped = StagePolyLR(warmup_epochs=4, max_epochs=8, power=1.0, ramp_epochs=1)
+    assert [ramped(e) for e in range(8)] == pytest.approx([0.5, 0.75, 0.5, 0.25, 0.5, 0.75, 0.5, 0.25])
+    once = StagePolyLR(warmup_epochs=4, max_epochs=8, power=1.0, ramp_epochs=1, restart=False)
+    assert [once(e) for e in range(8)] == pytest.approx([0.5, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    with pytest.raises(ValueError, match="ramp_epochs"):
+        StagePolyLR(4, 8, ramp_epochs=-1)
 
 
 def _collate(items):
