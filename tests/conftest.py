@@ -15,7 +15,8 @@ INFERENCE = str(BUNDLE / "configs" / "inference.json")
 # A bundle small enough to train an epoch in a few seconds on a CPU.
 TINY = {
     "spatial_size": [64, 80],
-    "grid_size": [8, 10],
+    "crop_size": [48, 64],
+    "grid_size": [6, 8],
     "eval_grid_size": [8, 10],
     "batch_size": 4,
     "val_batch_size": 4,

@@ -30,7 +30,7 @@ BAD = {
     ),
     "grid_size_too_large": (
         {"grid_size": [128, 10]},
-        ["config key 'grid_size' [128, 10] is larger than the label 64x80"],
+        ["config key 'grid_size' [128, 10] is larger than the label 48x64"],
     ),
     "num_classes": (
         {"num_classes": 2, "class_names": ["background", "instrument"]},

@@ -45,7 +45,12 @@ class StagePolyLR:
     """
 
     def __init__(
-        self, warmup_epochs: int, max_epochs: int, power: float = 0.9, ramp_epochs: int = 0, restart: bool = True
+        self,
+        warmup_epochs: int,
+        max_epochs: int,
+        power: float = 0.9,
+        ramp_epochs: int = 0,
+        restart: bool = True,
     ) -> None:
         if ramp_epochs < 0:
             raise ValueError(f"StagePolyLR: ramp_epochs must be >= 0, got {ramp_epochs!r}")
