@@ -80,7 +80,9 @@ class ForwardCorrectedCELoss(_Loss):
         """
         logits, target = match_label(logits, target)
         if t_c is None:
-            loss = F.nll_loss(F.log_softmax(logits, dim=1), target, ignore_index=self.ignore_index, reduction="none")
+            loss = F.nll_loss(
+                F.log_softmax(logits, dim=1), target, ignore_index=self.ignore_index, reduction="none"
+            )
         else:
             loss = self._corrected_nll(logits, target, t_c)
         return reduce_pixels(loss, target != self.ignore_index, self.reduction)

@@ -268,14 +268,8 @@ class NRDiceLoss(_Loss):
         self.gamma, self.epsilon, self.ignore_index = float(gamma), float(epsilon), ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            logits: class logits ``(B, K, H', W')``.
-            target: labels ``(B, 1, H, W)`` or ``(B, H, W)``, values ``0..K-1`` or ``ignore_index``.
-
-        Returns:
-            the reduced loss (see ``reduction``).
-        """
+        """Class logits ``(B, K, H', W')`` and labels as for :meth:`PixelLoss.forward`; returns the reduced
+        loss (see ``reduction``)."""
         logits, target = match_label(logits, target)
         valid = (target != self.ignore_index).unsqueeze(1)
         with torch.autocast(device_type=logits.device.type, enabled=False):

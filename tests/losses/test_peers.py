@@ -139,7 +139,7 @@ def test_tloss_is_the_student_t_negative_log_likelihood_of_the_residual(log_nu):
     freedom) of its probabilities around its one-hot label, as scipy computes it."""
     logits, label = _logits(2), _label(3)
     loss_fn = TLoss(K, log_nu=log_nu).double()
-    per_pixel = TLoss(K, log_nu=log_nu, reduction="none").double()(logits, label)
+    per_pixel = TLoss(K, log_nu=log_nu, reduction="none").double()(logits, label).detach()
     nu = math.exp(log_nu) + 1e-8
     assert float(loss_fn.nu.detach()) == pytest.approx(nu)
     for b, i, j in (label[:, 0] != IGNORE).nonzero().tolist():
