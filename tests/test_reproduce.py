@@ -342,3 +342,24 @@ def test_tiny_two_seed_grid_end_to_end_and_resume(tiny_dataset, tmp_path, capsys
     again = capsys.readouterr().out
     assert again.count("skipped (finished)") == 2 and "training" not in again
     assert "Seeds: 0, 1 (2 in all)." in (tmp_path / "results.md").read_text()
+
+
+def test_peer_overlays_are_one_stage_variants_named_beside_jcas(tmp_path):
+    peers = ["gce", "sce", "tloss", "volmin", "sparsereg", "coteaching", "nrdice"]
+    variants = ["baseline", *peers, "jcas", "upper"]
+    study = Study(out=tmp_path, noises=["ellipse", "symmetric50"], variants=variants, epochs=10, seeds=[0, 1])
+    assert len(study.cells()) == 2 * (1 + 2 * 9)  # the upper bound once per seed
+    for peer in peers:
+        cell = next(c for c in study.cells() if c.variant == peer)
+        assert Path(study.config_files(cell)[-1]) == REPO / "configs" / "peers" / f"{peer}.json"
+        assert not study.two_stage(peer) and "warmup_epochs" not in study.cell_overrides(cell)
+    for variant in variants:
+        noise = "clean" if variant == "upper" else "ellipse"
+        for seed in (0, 1):
+            _fake_cell(tmp_path, noise, variant, {"shaft": (0.5 + 0.01 * seed, 0.4)}, [0.1], seed)
+    write_reports(tmp_path, {"upper"})
+    names = ["GCE", "SCE", "T-Loss", "NR-Dice", "SparseReg", "VolMin", "Co-teaching"]
+    table = _cells((tmp_path / "results.md").read_text())
+    assert list(table) == ["Upper bound", "Baseline", "Ours (JCAS)", *names]
+    paired = _cells((tmp_path / "results.md").read_text(), 1)
+    assert list(paired) == ["Upper bound", "Ours (JCAS)", *names] and paired["GCE"][-1] == "2"

@@ -1,4 +1,5 @@
 from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save, latest_checkpoints
+from .coteaching import CoTeachingLoss, CoTeachingNetwork, ForgetRateSchedule
 from .distributed import AllReduceGradients, BroadcastFromRankZero, get_rank, handlers_for_rank
 from .errors import report_root_cause
 from .guards import NonFiniteLossError, NonFiniteLossGuard

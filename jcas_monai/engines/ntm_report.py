@@ -16,6 +16,9 @@ from ..noise.report import NoiseStats
 
 __all__ = ["NTMReport", "empirical_ntms", "given_matrix"]
 
+MATRIX_ATTRIBUTES = {"T_C": "t_c", "T_A": "t_a"}
+"""Name of each noise transition matrix and the loss attribute that holds it."""
+
 
 def empirical_ntms(
     dataset: Sequence[dict], num_classes: int, label_key: str = "label", clean_key: str = "clean_label"
@@ -57,18 +60,22 @@ def given_matrix(
 
 
 class NTMReport:
-    """Log ``T_C`` and ``T_A`` of a :class:`~jcas_monai.losses.JCASLoss` and write them at the end of training.
+    """Log the noise transition matrices a loss learns and write them at the end of training.
 
-    Each epoch the matrix entries go to TensorBoard (``T_C/<clean>-><noisy>``, ``T_A/<clean>-><noisy>``).
-    When training completes, ``<output_dir>/ntm/ntm.json`` holds the learned ``T_C``, ``T_A`` and the
-    closed form ``T_{C->A}`` of the learned ``T_C``, ``initial`` the matrices the JCAS stage started from
-    (the default initialisation or the warm start, ``initial_method``); when the training items carry their clean label
+    The matrices are the loss's ``t_c`` (``T_C``) and ``t_a`` (``T_A``) where it has them: both for
+    :class:`~jcas_monai.losses.JCASLoss`, ``T_C`` for :class:`~jcas_monai.losses.VolMinLoss`. A loss
+    without matrices (the robust losses, co-teaching) has nothing to report, and the handler does not
+    attach. Each epoch the matrix entries go to TensorBoard (``T_C/<clean>-><noisy>``,
+    ``T_A/<clean>-><noisy>``). When training completes, ``<output_dir>/ntm/ntm.json`` holds the learned
+    matrices, the closed form ``T_{C->A}`` of the learned ``T_C`` (when the loss has ``T_C`` and
+    ``class_freq``), and ``initial``, the matrices the JCAS stage started from (the default
+    initialisation or the warm start, ``initial_method``); when the training items carry their clean label
     (``clean_key``), the empirical matrices counted over the training set stand beside them.
     ``ntm.png`` shows them as heatmaps. The matrices themselves are part of every checkpoint (the loss's
     state dict).
 
     Args:
-        loss: the JCAS loss holding ``t_c``, ``t_a`` and ``class_freq``.
+        loss: the training loss; its ``t_c``, ``t_a`` and ``class_freq`` are read where present.
         output_dir: run folder; files go to its ``ntm`` subfolder.
         class_names: names of the classes, background first.
         dataset: training dataset, scanned for items with both ``label_key`` and ``clean_key``.
@@ -89,12 +96,19 @@ class NTMReport:
         initial_method: str = "none",
     ) -> None:
         self.loss, self.out = loss, Path(output_dir) / "ntm"
+        self.matrices = {
+            name: getattr(loss, attribute)
+            for name, attribute in MATRIX_ATTRIBUTES.items()
+            if hasattr(loss, attribute)
+        }
         self.class_names, self.dataset = list(class_names), dataset
         self.log_dir, self.label_key, self.clean_key = log_dir, label_key, clean_key
         self.initial_method = initial_method
         self._writer = None
 
     def attach(self, engine: Engine) -> None:
+        if not self.matrices:
+            return
         if self.log_dir is not None:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self.log)
         engine.add_event_handler(Events.COMPLETED, self.write)
@@ -102,10 +116,11 @@ class NTMReport:
     @torch.no_grad()
     def learned(self) -> dict[str, list]:
         """The learned matrices and the closed form of the learned ``T_C`` (needs ``class_freq``)."""
-        t_c, t_a = self.loss.t_c().double().cpu(), self.loss.t_a().double().cpu()
-        out = {"T_C": t_c.tolist(), "T_A": t_a.tolist()}
-        if self.loss.class_freq is not None:
-            out["T_C_to_A"] = class_to_affinity_ntm(t_c, self.loss.class_freq.double().cpu()).tolist()
+        learned = {name: matrix().double().cpu() for name, matrix in self.matrices.items()}
+        out = {name: matrix.tolist() for name, matrix in learned.items()}
+        class_freq = getattr(self.loss, "class_freq", None)
+        if "T_C" in learned and class_freq is not None:
+            out["T_C_to_A"] = class_to_affinity_ntm(learned["T_C"], class_freq.double().cpu()).tolist()
         return out
 
     def empirical(self) -> dict | None:
@@ -121,18 +136,18 @@ class NTMReport:
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
         learned = self.learned()
         pairs = {"T_C": self.class_names, "T_A": ["different", "same"]}
-        for name, labels in pairs.items():
+        for name in self.matrices:
+            labels = pairs[name]
             for i, row in enumerate(learned[name]):
                 for j, value in enumerate(row):
                     self._writer.add_scalar(f"{name}/{labels[i]}->{labels[j]}", value, engine.state.epoch)
         self._writer.flush()
 
     def write(self, engine: Engine | None = None) -> Path:
-        initial = {
-            "method": self.initial_method,
-            "T_C": self.loss.t_c.initial.double().cpu().tolist(),
-            "T_A": self.loss.t_a.initial.double().cpu().tolist(),
-        }
+        initial = {"method": self.initial_method}
+        initial.update(
+            {name: matrix.initial.double().cpu().tolist() for name, matrix in self.matrices.items()}
+        )
         report = {
             "class_names": self.class_names,
             "learned": self.learned(),
@@ -152,7 +167,7 @@ class NTMReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        panels = [("learned", "T_C"), ("learned", "T_A")]
+        panels = [("learned", name) for name in self.matrices]
         if report["empirical"] is not None:
             panels += [("empirical", "T_C"), ("empirical", "T_A")]
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)

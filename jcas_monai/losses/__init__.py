@@ -1,4 +1,5 @@
 from .affinity_loss import AffinityBCELoss
+from .branch_loss import BranchLoss
 from .calc import CALCLoss
 from .class_loss import ForwardCorrectedCELoss
 from .jcas_loss import JCASLoss
@@ -11,3 +12,5 @@ from .ntm import (
     load_matrix,
     pair_counts,
 )
+from .robust_losses import GCELoss, NRDiceLoss, SCELoss, SparseRegLoss, TLoss
+from .volmin import VolMinLoss

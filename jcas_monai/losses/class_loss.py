@@ -12,7 +12,35 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["ForwardCorrectedCELoss"]
+__all__ = ["ForwardCorrectedCELoss", "match_label", "reduce_pixels"]
+
+
+def match_label(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits at the label's size and the label as ``(B, H, W)`` int64.
+
+    Logits whose spatial size differs from the label's (class heads at output stride 8, DAR on its grid)
+    are upsampled bilinearly (``align_corners=False``).
+
+    Args:
+        logits: ``(B, K, H', W')``.
+        target: ``(B, 1, H, W)`` or ``(B, H, W)``.
+    """
+    if target.ndim == logits.ndim:
+        target = target[:, 0]
+    target = target.long()
+    if logits.shape[2:] != target.shape[1:]:
+        logits = F.interpolate(logits, size=target.shape[1:], mode="bilinear", align_corners=False)
+    return logits, target
+
+
+def reduce_pixels(loss: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce a per-pixel loss ``(B, H, W)`` that is 0 at invalid pixels: ``"mean"`` over the valid pixels
+    (0 if there are none), ``"sum"``, or ``"none"`` (unchanged)."""
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / valid.sum().clamp_min(1)
 
 
 class ForwardCorrectedCELoss(_Loss):
@@ -50,20 +78,14 @@ class ForwardCorrectedCELoss(_Loss):
         Returns:
             the reduced loss (see ``reduction``).
         """
-        if target.ndim == logits.ndim:
-            target = target[:, 0]
-        target = target.long()
-        if logits.shape[2:] != target.shape[1:]:
-            logits = F.interpolate(logits, size=target.shape[1:], mode="bilinear", align_corners=False)
+        logits, target = match_label(logits, target)
         if t_c is None:
-            loss = F.nll_loss(F.log_softmax(logits, dim=1), target, ignore_index=self.ignore_index, reduction="none")
+            loss = F.nll_loss(
+                F.log_softmax(logits, dim=1), target, ignore_index=self.ignore_index, reduction="none"
+            )
         else:
             loss = self._corrected_nll(logits, target, t_c)
-        if self.reduction == "none":
-            return loss
-        if self.reduction == "sum":
-            return loss.sum()
-        return loss.sum() / (target != self.ignore_index).sum().clamp_min(1)
+        return reduce_pixels(loss, target != self.ignore_index, self.reduction)
 
     def _corrected_nll(self, logits: torch.Tensor, target: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
         """Per-pixel ``-log(clamp(softmax(logits) @ T_C)[target])``, 0 at ignore pixels.

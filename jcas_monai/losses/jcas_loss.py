@@ -13,13 +13,12 @@ import torch
 from torch.nn.modules.loss import _Loss
 
 from .affinity_loss import AffinityBCELoss
+from .branch_loss import BRANCHES, branch_output
 from .calc import CALCLoss
 from .class_loss import ForwardCorrectedCELoss
 from .ntm import NoiseTransitionMatrix
 
 __all__ = ["JCASLoss"]
-
-_BRANCHES = ("main", "aux")
 
 
 class JCASLoss(_Loss):
@@ -110,8 +109,8 @@ class JCASLoss(_Loss):
                     f"JCASLoss: class_freq must have {num_classes} entries, got shape {tuple(class_freq.shape)}"
                 )
         self.register_buffer("class_freq", class_freq)
-        self.seg_weights = dict(zip(_BRANCHES, map(float, seg_weights), strict=True))
-        self.aff_weights = dict(zip(_BRANCHES, map(float, aff_weights), strict=True))
+        self.seg_weights = dict(zip(BRANCHES, map(float, seg_weights), strict=True))
+        self.aff_weights = dict(zip(BRANCHES, map(float, aff_weights), strict=True))
         self.use_dar = use_dar
         self.class_correction = class_correction
         self.affinity_correction = affinity_correction
@@ -183,20 +182,22 @@ class JCASLoss(_Loss):
         class_t = t_c if self.class_correction else None
         affinity_t = t_a if self.affinity_correction else None
         total = torch.zeros((), device=label.device)
-        for branch in _BRANCHES:
+        for branch in BRANCHES:
             seg_w, aff_w = self.seg_weights[branch], self.aff_weights[branch]
             if seg_w > 0:
-                terms[f"seg_{branch}"] = self.class_loss(_get(pred, f"{branch}_logits"), label, class_t)
+                logits = branch_output(pred, f"{branch}_logits", "JCASLoss")
+                terms[f"seg_{branch}"] = self.class_loss(logits, label, class_t)
                 total = total + seg_w * terms[f"seg_{branch}"]
                 if self.use_dar:
-                    terms[f"dar_{branch}"] = self.class_loss(_get(pred, f"{branch}_dar"), label, class_t)
+                    p_dar = branch_output(pred, f"{branch}_dar", "JCASLoss")
+                    terms[f"dar_{branch}"] = self.class_loss(p_dar, label, class_t)
                     total = total + seg_w * terms[f"dar_{branch}"]
             if aff_w > 0:
                 if not isinstance(target, Mapping) or target.get("affinity") is None:
                     raise ValueError(
                         "JCASLoss: affinity weights > 0 need target['affinity'] (see AffinityLabeld)"
                     )
-                features = _get(pred, f"{branch}_features")
+                features = branch_output(pred, f"{branch}_features", "JCASLoss")
                 terms[f"aff_{branch}"] = self.affinity_loss(features, target["affinity"], affinity_t)
                 total = total + aff_w * terms[f"aff_{branch}"]
         if self.logdet_weight > 0:
@@ -208,11 +209,3 @@ class JCASLoss(_Loss):
             terms["calc"] = self.calc_loss(t_c, self.class_freq, t_a)
             total = total + self.calc_weight * terms["calc"]
         return total
-
-
-def _get(pred: Mapping[str, torch.Tensor | None], key: str) -> torch.Tensor:
-    """``pred[key]``, raising ValueError naming the key when the network did not produce it."""
-    value = pred.get(key)
-    if value is None:
-        raise ValueError(f"JCASLoss: the network output has no {key!r}, needed by an enabled loss term")
-    return value

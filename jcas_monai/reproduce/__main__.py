@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .grid import Study, StudyError, clean_label_variants, run_study
+from .grid import Study, StudyError, clean_label_variants, run_study, variant_overlays
 from .report import write_reports
 
 PAPER_NOISES = "ellipse,symmetric50,asymmetric50"
@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "--variants",
         type=_names,
         default=_names(PAPER_VARIANTS),
-        help=f"variant overlays in configs/ablation or configs/peers, comma-separated ({PAPER_VARIANTS})",
+        help="variant overlays in configs/ablation or configs/peers, comma-separated (default "
+        f"{PAPER_VARIANTS}; available: {', '.join(variant_overlays())})",
     )
     parser.add_argument("--epochs", type=int, help="total epochs of every variant (default: the config's)")
     parser.add_argument(

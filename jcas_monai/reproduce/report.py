@@ -18,7 +18,8 @@ of the same table (see :mod:`jcas_monai.reproduce.stats`). Written files:
 - ``results_seeds.csv``: one row per cell: ``noise, variant, seed``, the per-class and mean scores,
   ``epochs, seconds``;
 - ``results.md``: per noise kind, a table in the paper's layout: rows Upper bound, Baseline, w/ Affinity,
-  w/ DAR, w/ CALC, Ours (JCAS), then any other variant under its own name; Dice (%) and Jac (%) per class
+  w/ DAR, w/ CALC, Ours (JCAS), then the peer methods (GCE, SCE, T-Loss, NR-Dice, SparseReg, VolMin,
+  Co-teaching), then any other variant under its own name; Dice (%) and Jac (%) per class
   and their average as mean +/- sd over seeds, and the number of seeds; the best mean of each column
   among the methods trained on noisy labels in bold (the clean-label rows are references); below it,
   every row's paired difference against the baseline in mean Dice and mean Jac with its 95 % interval;
@@ -51,8 +52,16 @@ VARIANT_LABELS = {
     "dar": "w/ DAR",
     "calc": "w/ CALC",
     "jcas": "Ours (JCAS)",
+    "gce": "GCE",
+    "sce": "SCE",
+    "tloss": "T-Loss",
+    "nrdice": "NR-Dice",
+    "sparsereg": "SparseReg",
+    "volmin": "VolMin",
+    "coteaching": "Co-teaching",
 }
-"""Row names of the paper's table, in its order; other variants follow under their own name."""
+"""Row names of the paper's table, in its order, then of the peer methods (``configs/peers``: robust losses,
+loss correction, sample selection); other variants follow under their own name."""
 BASELINE = "baseline"
 """The variant every other row of a table is compared with."""
 DIFFERENCE_SCORES = ("mean_dice", "mean_jac")
