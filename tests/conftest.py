@@ -11,6 +11,7 @@ BUNDLE = REPO / "bundle"
 TRAIN = str(BUNDLE / "configs" / "train.json")
 EVALUATE = str(BUNDLE / "configs" / "evaluate.json")
 INFERENCE = str(BUNDLE / "configs" / "inference.json")
+LABEL_ISSUES = str(BUNDLE / "configs" / "label_issues.json")
 
 # A bundle small enough to train an epoch in a few seconds on a CPU.
 TINY = {

@@ -1,11 +1,13 @@
 """MONAI Label 0.8.5 driving the bundle with its own tasks: ``BundleTrainTask`` on a local datastore of PNG
-frames, then ``BundleInferTask`` on a frame; the bundle copied into an app as ``deploy_bundle`` does it.
+frames, then ``BundleInferTask`` on a frame; the bundle copied into an app as ``deploy_bundle`` does it; the
+label-issue scoring method and review strategy on that datastore, alone and inside the deployed app.
 
 Needs the optional extra (``requirements-monailabel.txt``); skipped without it.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -20,7 +22,7 @@ from PIL import Image
 
 from jcas_monai.data.check import check_datalist
 from jcas_monai.data.io import read_label
-from jcas_monai.monailabel_app import deploy_bundle, export_datalist
+from jcas_monai.monailabel_app import APP_MAIN, deploy_bundle, export_datalist, serves_jcas_app
 
 pytest.importorskip("monailabel")
 
@@ -181,3 +183,111 @@ def test_epistemic_scoring_samples_the_network_with_dropout(app, trained, tmp_pa
     for i in range(2):
         entropy = datastore.get_image_info(f"unlabelled_{i}")["epistemic_entropy"]
         assert np.isfinite(entropy) and entropy >= 0
+
+
+def test_deploy_writes_the_app_with_the_models_matrices_and_keeps_a_foreign_app(tmp_path):
+    run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    (run / "ntm").mkdir()
+    (run / "models" / "model.pt").write_bytes(b"weights")
+    (run / "ntm" / "ntm.json").write_text('{"learned": {}}')
+    bundle = deploy_bundle(tmp_path / "new", model=run / "models" / "model.pt")
+    assert (tmp_path / "new" / "main.py").read_text() == APP_MAIN and serves_jcas_app(tmp_path / "new")
+    assert (bundle / "ntm" / "ntm.json").read_text() == '{"learned": {}}'
+    assert (bundle / "configs" / "label_issues.json").is_file()
+
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "sample" / "main.py").write_text("# MONAI Label's sample app\n")
+    deploy_bundle(tmp_path / "sample", model=run / "models" / "model.pt")
+    assert (tmp_path / "sample" / "main.py").read_text() == "# MONAI Label's sample app\n"
+    assert not serves_jcas_app(tmp_path / "sample")
+
+
+@pytest.fixture(scope="module")
+def label_issue_scores(app, trained):
+    """``LabelIssueScoring`` run once over the datastore's final labels, with the matrices of the training."""
+    from monailabel.datastore.local import LocalDatastore
+
+    from jcas_monai.monailabel_app.label_issues import LabelIssueScoring
+
+    bundle, studies = app
+    datastore = LocalDatastore(str(studies), extensions=["*.png"], auto_reload=False)
+    return datastore, LabelIssueScoring(bundle)({"device": "cpu"}, datastore)
+
+
+def test_scoring_writes_each_labelled_images_score_into_the_datastore(app, label_issue_scores):
+    from monailabel.datastore.local import LocalDatastore
+
+    from jcas_monai.monailabel_app.label_issues import (
+        CHECKSUM_KEY,
+        FLAGGED_KEY,
+        LIKELY_KEY,
+        SCORE_KEY,
+        label_checksum,
+    )
+
+    bundle, studies = app
+    _, result = label_issue_scores
+    frames = [f"frame_{i}" for i in range(NUM_FRAMES)]
+    assert result["executed"] == NUM_FRAMES and sorted(result["scores"]) == frames
+    reopened = LocalDatastore(str(studies), extensions=["*.png"], auto_reload=False)  # written to disk
+    for frame in frames:
+        info = reopened.get_image_info(frame)
+        assert info[SCORE_KEY] == result["scores"][frame] and 0 <= info[SCORE_KEY] <= 1
+        assert 0 <= info[FLAGGED_KEY] <= 1 and info[LIKELY_KEY] in ["", "background", *PART_LABELS]
+        assert info[CHECKSUM_KEY] == label_checksum(studies / "labels" / "final" / f"{frame}.png")
+    with open(Path(result["report"]) / "label_issues.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert Path(result["report"]) == bundle / "label_issues"
+    assert {Path(r["image"]).stem: float(r["score"]) for r in rows} == result["scores"]
+    summary = json.loads((bundle / "label_issues" / "summary.json").read_text())
+    assert summary["models"][0]["method"] == "bayes"
+    learned = json.loads((bundle / "ntm" / "ntm.json").read_text())["learned"]["T_C"]
+    assert np.allclose(summary["models"][0]["T_C"], learned, atol=1e-6)
+
+
+def test_review_strategy_returns_the_most_suspect_label_until_it_changes(app, label_issue_scores, tmp_path):
+    from jcas_monai.monailabel_app.label_issues import SCORE_KEY, MostLikelyMislabelled
+
+    _, studies = app
+    datastore, result = label_issue_scores
+    ranked = sorted(result["scores"], key=lambda frame: (-result["scores"][frame], frame))
+    strategy = MostLikelyMislabelled()
+    pick = strategy({}, datastore)
+    assert pick == {"id": ranked[0], SCORE_KEY: result["scores"][ranked[0]]}
+
+    # a reviewer saves a corrected label: the image leaves the queue until it is scored again
+    original = tmp_path / "original.png"
+    shutil.copy(studies / "labels" / "final" / f"{ranked[0]}.png", original)
+    corrected = read_label(original)
+    corrected[:4, :4] = (corrected[:4, :4] + 1) % 4
+    Image.fromarray(corrected).save(tmp_path / "corrected.png")
+    datastore.save_label(ranked[0], str(tmp_path / "corrected.png"), "final", {})
+    assert strategy({}, datastore)["id"] == ranked[1]
+    datastore.save_label(ranked[0], str(original), "final", {})
+    assert strategy({}, datastore)["id"] == ranked[0]
+
+
+def test_deployed_app_serves_the_scoring_and_the_strategy(app, trained, tmp_path, monkeypatch):
+    """The app as ``monailabel start_server`` loads it from the ``main.py`` that deploy wrote, driven as the
+    ``/scoring/label_issues`` and ``/activelearning/label_issues`` endpoints drive it."""
+    from monailabel.config import settings
+    from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
+
+    bundle, studies = app
+    for key in ("MONAI_LABEL_AUTO_UPDATE_SCORING", "MONAI_LABEL_DATASTORE_AUTO_RELOAD", "MONAI_LABEL_SESSIONS"):
+        monkeypatch.setattr(settings, key, False)  # no calls back to a server, no file watcher, no sessions
+    shutil.copytree(studies, tmp_path / "studies")
+    app_dir = bundle.parent.parent
+    app_class = get_class_of_subclass_from_file("main", str(app_dir / "main.py"), "MONAILabelApp")
+    assert app_class.__name__ == "JCASApp"
+    served = app_class(app_dir=str(app_dir), studies=str(tmp_path / "studies"), conf={})
+    info = served.info()
+    assert "jcas" in info["models"] and "jcas" in info["trainers"]
+    assert "label_issues" in info["scoring"] and {"label_issues", "random", "first"} <= set(info["strategies"])
+
+    scores = served.scoring({"method": "label_issues", "device": "cpu"})["scores"]
+    assert len(scores) == NUM_FRAMES
+    sample = served.next_sample({"strategy": "label_issues"})
+    assert sample["id"] == min(scores, key=lambda frame: (-scores[frame], frame))
+    assert Path(sample["path"]) == (tmp_path / "studies" / f"{sample['id']}.png").resolve()

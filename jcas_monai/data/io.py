@@ -25,6 +25,12 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def file_stem(path: str | Path) -> str:
+    """File name without its extension, ``.nii.gz`` counting as one: ``a/b.nii.gz`` -> ``b``."""
+    name = Path(path).name
+    return next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.lower().endswith(s)), Path(name).stem)
+
+
 def read_array(path: str | Path) -> np.ndarray:
     """Read a 2D image or label as a numpy array.
 

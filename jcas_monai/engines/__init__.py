@@ -1,7 +1,7 @@
 from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save, latest_checkpoints
 from .coteaching import CoTeachingLoss, CoTeachingNetwork, ForgetRateSchedule
 from .distributed import AllReduceGradients, BroadcastFromRankZero, get_rank, handlers_for_rank
-from .errors import report_root_cause
+from .errors import report_root_cause, root_cause
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .handlers import MetricsReport
 from .matrix_optimizer import MatrixOptimizerStep

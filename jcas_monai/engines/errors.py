@@ -19,13 +19,15 @@ import os
 import sys
 from types import TracebackType
 
-__all__ = ["report_root_cause"]
+__all__ = ["report_root_cause", "root_cause"]
 
 FAILED = 1
 """Exit status of a failed run (that of an uncaught exception); 130 after an interrupt."""
 
 
-def _root_cause(err: BaseException) -> BaseException:
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost ``__cause__`` of ``err`` (``err`` itself when it has none): what a config expression
+    raised, under MONAI's ``RuntimeError("Failed to evaluate ...")``."""
     while err.__cause__ is not None:
         err = err.__cause__
     return err
@@ -42,7 +44,7 @@ def _exit(status: int) -> None:
 def _hook(previous):
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         previous(exc_type, exc, tb)
-        root = _root_cause(exc)
+        root = root_cause(exc)
         if root is not exc:
             print(f"\nBundle run failed: {type(root).__name__}: {root}", file=sys.stderr)
         if not (sys.flags.interactive or hasattr(sys, "ps1")):

@@ -11,7 +11,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from ..data.io import NIFTI_SUFFIXES, is_nifti, write_label
+from ..data.io import file_stem, is_nifti, write_label
 
 __all__ = ["SaveLabelMap", "SaveLabelMapd"]
 
@@ -29,8 +29,7 @@ class SaveLabelMap(Transform):
         self.postfix = postfix
 
     def __call__(self, label: torch.Tensor | np.ndarray, source: str | os.PathLike) -> Path:
-        name = Path(source).name
-        stem = next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.lower().endswith(s)), Path(name).stem)
+        stem = file_stem(source)
         suffix = ".nii.gz" if is_nifti(source) else ".png"
         path = self.output_dir / f"{stem}{self.postfix}{suffix}"
         label = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)

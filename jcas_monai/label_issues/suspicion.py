@@ -1,0 +1,110 @@
+"""How likely each given label is wrong: per pixel from a model's class posterior, and per image.
+
+Two pixel detectors of the probability that the given (possibly noisy) label ``l`` of a pixel is wrong:
+
+- ``"bayes"``: the model's clean-class posterior ``p(c | x)`` and the class-level noise transition matrix
+  ``T_C`` (rows clean, columns noisy, JCAS section 2.3) by Bayes' rule,
+  ``p(clean = c | x, noisy = l) = p(c | x) T_C[c, l] / sum_k p(k | x) T_C[k, l]``, and the suspicion
+  ``1 - p(clean = l | x, noisy = l)``. It fits a model trained with forward correction, whose softmax
+  estimates the clean class; with ``T_C`` the identity it flags nothing.
+- ``"softmax"``: ``1 - p(l | x)`` (cleanlab's self-confidence), the detector of a model without ``T_C``.
+
+The most likely true class of a pixel is the most probable class other than ``l`` under the same
+posterior (``p(clean = c | x, noisy = l)``, or ``p(c | x)`` for ``"softmax"``). Pixels labelled 255 carry no
+label to doubt: their suspicion is 0 and they are never flagged.
+
+Per image (:func:`image_score`): the mean suspicion over labelled pixels (the expected fraction of wrong
+pixels), or cleanlab's soft-min of the per-pixel label quality ``1 - suspicion``, which weights each pixel
+by ``softmax(suspicion / temperature)`` and so ranks an image with one wrong region above one with the same
+total spread thinly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.io import IGNORE_INDEX
+
+__all__ = ["METHODS", "SCORES", "PixelSuspicion", "clean_posterior", "image_score", "pixel_suspicion"]
+
+METHODS = ("bayes", "softmax")
+"""Pixel detectors (config key ``label_issues_method``)."""
+
+SCORES = ("mean", "softmin")
+"""Image scores (config key ``label_issues_score``)."""
+
+
+def clean_posterior(probs: torch.Tensor, label: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
+    """``p(clean = c | x, noisy = l)`` for every class ``c`` and pixel, by Bayes' rule with ``T_C``.
+
+    Args:
+        probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
+        label: the given label ``l`` of each pixel, ``(*S)`` integer in ``0..K-1``.
+        t_c: ``(K, K)`` row-stochastic, rows clean, columns noisy.
+
+    Returns:
+        ``(K, *S)``, summing to 1 over ``K`` (all 0 where no clean class can produce ``l``).
+    """
+    joint = probs * t_c.to(probs)[:, label.long()]
+    return joint / joint.sum(0, keepdim=True).clamp_min(torch.finfo(joint.dtype).tiny)
+
+
+@dataclass
+class PixelSuspicion:
+    """Per-pixel output of :func:`pixel_suspicion`, all ``(*S)``.
+
+    Attributes:
+        suspicion: probability that the given label is wrong, in ``[0, 1]``, 0 on ignore pixels.
+        likely: most likely true class other than the given one (meaningless on ignore pixels).
+        valid: pixels with a label (not 255).
+    """
+
+    suspicion: torch.Tensor
+    likely: torch.Tensor
+    valid: torch.Tensor
+
+
+def pixel_suspicion(
+    probs: torch.Tensor,
+    label: torch.Tensor,
+    method: str = "bayes",
+    t_c: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> PixelSuspicion:
+    """Suspicion and most likely true class of every pixel (see the module docstring).
+
+    Args:
+        probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
+        label: the given label, ``(*S)``, values in ``0..K-1`` or ``ignore_index``.
+        method: ``"bayes"`` (needs ``t_c``) or ``"softmax"``.
+        t_c: ``(K, K)`` class-level noise transition matrix, rows clean, columns noisy.
+        ignore_index: label value of pixels without a label.
+    """
+    valid = label != ignore_index
+    given = torch.where(valid, label, 0).long()
+    posterior = probs if method == "softmax" else clean_posterior(probs, given, t_c)
+    suspicion = 1 - posterior.gather(0, given.unsqueeze(0)).squeeze(0)
+    likely = posterior.scatter(0, given.unsqueeze(0), -1.0).argmax(0)
+    return PixelSuspicion(suspicion.clamp(0, 1).masked_fill(~valid, 0), likely, valid)
+
+
+def image_score(
+    suspicion: torch.Tensor, valid: torch.Tensor, kind: str = "mean", temperature: float = 0.1
+) -> float:
+    """One number per image, higher meaning more likely mislabelled; 0 for an image without labelled pixels.
+
+    Args:
+        suspicion: per-pixel suspicion, any shape.
+        valid: pixels that count (the labelled ones), same shape.
+        kind: ``"mean"``: the mean suspicion; ``"softmin"``: ``1 -`` cleanlab's soft-min label quality,
+            ``sum_i s_i softmax(s / temperature)_i``.
+        temperature: of ``"softmin"`` (cleanlab's default 0.1); smaller approaches the largest suspicion.
+    """
+    s = suspicion[valid].double()
+    if s.numel() == 0:
+        return 0.0
+    if kind == "mean":
+        return float(s.mean())
+    return float((s * torch.softmax(s / temperature, dim=0)).sum())

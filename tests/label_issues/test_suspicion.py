@@ -1,0 +1,96 @@
+"""The suspicion maths against hand-computed cases and a dense per-pixel reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from jcas_monai.label_issues import clean_posterior, image_score, pixel_suspicion
+
+# p(c | x) of one pixel and a T_C (rows clean, columns noisy), the case worked out by hand below
+PROBS = torch.tensor([0.6, 0.3, 0.1])
+T_C = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.0, 0.5, 0.5]])
+
+
+def _pixels(label: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel of ``PROBS`` repeated along a row, ``(K, 1, N)``, with the given labels ``(1, N)``."""
+    return PROBS.view(3, 1, 1).expand(3, 1, len(label)).double(), torch.tensor([label])
+
+
+def test_bayes_posterior_matches_the_hand_computed_case():
+    # label 1: p * T[:, 1] = (0.06, 0.21, 0.05), sum 0.32; label 2: (0.06, 0.03, 0.05), sum 0.14;
+    # label 0: (0.48, 0.06, 0.00), sum 0.54
+    probs, label = _pixels([1, 2, 0])
+    posterior = clean_posterior(probs, label, T_C.double())
+    expected = torch.tensor(
+        [
+            [0.06 / 0.32, 0.21 / 0.32, 0.05 / 0.32],
+            [0.06 / 0.14, 0.03 / 0.14, 0.05 / 0.14],
+            [0.48 / 0.54, 0.06 / 0.54, 0.0],
+        ]
+    ).T.unsqueeze(1)
+    assert torch.allclose(posterior, expected.double(), atol=1e-12)
+
+    pixels = pixel_suspicion(probs, label, "bayes", T_C)
+    assert pixels.suspicion[0].tolist() == pytest.approx([1 - 0.21 / 0.32, 1 - 0.05 / 0.14, 0.06 / 0.54])
+    # the most likely true class other than the given one: 0 for labels 1 and 2, 1 for label 0
+    assert pixels.likely[0].tolist() == [0, 0, 1]
+
+
+def test_softmax_suspicion_is_one_minus_the_probability_of_the_label():
+    probs, label = _pixels([1, 2, 0])
+    pixels = pixel_suspicion(probs, label, "softmax")
+    assert pixels.suspicion[0].tolist() == pytest.approx([0.7, 0.9, 0.4])
+    assert pixels.likely[0].tolist() == [0, 0, 1]
+
+
+def test_ignore_pixels_carry_no_suspicion():
+    probs, label = _pixels([1, 255, 2])
+    for method in ("bayes", "softmax"):
+        pixels = pixel_suspicion(probs, label, method, T_C)
+        assert pixels.suspicion[0, 1] == 0 and pixels.valid[0].tolist() == [True, False, True]
+        assert pixels.suspicion[0, 0] > 0.3 and pixels.suspicion[0, 2] > 0.6
+
+
+def test_identity_matrix_trusts_every_label():
+    probs, label = _pixels([0, 1, 2])
+    assert torch.allclose(
+        pixel_suspicion(probs, label, "bayes", torch.eye(3)).suspicion, torch.zeros(1, 3).double()
+    )
+
+
+def test_bayes_matches_a_dense_per_pixel_reference():
+    torch.manual_seed(0)
+    k, h, w = 4, 5, 6
+    probs = torch.softmax(torch.randn(k, h, w, dtype=torch.float64) * 2, dim=0)
+    t_c = torch.softmax(torch.randn(k, k, dtype=torch.float64) + 3 * torch.eye(k), dim=1)
+    label = torch.randint(0, k, (h, w))
+    label[0, :2] = 255
+    pixels = pixel_suspicion(probs, label, "bayes", t_c)
+    for i in range(h):
+        for j in range(w):
+            l = int(label[i, j])
+            if l == 255:
+                assert pixels.suspicion[i, j] == 0
+                continue
+            joint = [float(probs[c, i, j] * t_c[c, l]) for c in range(k)]
+            posterior = [v / sum(joint) for v in joint]
+            assert float(pixels.suspicion[i, j]) == pytest.approx(1 - posterior[l], abs=1e-12)
+            others = [c for c in range(k) if c != l]
+            assert int(pixels.likely[i, j]) == max(others, key=lambda c: posterior[c])
+
+
+def test_image_scores():
+    suspicion = torch.tensor([0.0, 1.0, 0.9])
+    valid = torch.tensor([True, True, False])
+    assert image_score(suspicion, valid, "mean") == pytest.approx(0.5)
+    # soft-min: weights softmax((0, 1) / 0.1) = (1, e^10) / (1 + e^10) on suspicions (0, 1)
+    assert image_score(suspicion, valid, "softmin", 0.1) == pytest.approx(math.exp(10) / (1 + math.exp(10)))
+    # one wrong region outranks the same total suspicion spread thinly
+    spread, region = torch.full((10,), 0.2), torch.tensor([1.0, 1.0] + [0.0] * 8)
+    every = torch.ones(10, dtype=torch.bool)
+    assert image_score(spread, every) == pytest.approx(image_score(region, every))
+    assert image_score(region, every, "softmin") > image_score(spread, every, "softmin")
+    assert image_score(suspicion, torch.zeros(3, dtype=torch.bool)) == 0.0
