@@ -34,7 +34,8 @@ def report():
         paper_setting_override=_tiny_paper_setting(),
         bundle_overrides={
             "spatial_size": [64, 80],
-            "grid_size": [8, 10],
+            "crop_size": [48, 64],
+            "grid_size": [6, 8],
             "batch_size": 2,
             "backbone#width": 4,
         },
@@ -58,7 +59,8 @@ def test_report_structure(report):
             assert training[variant]["median_s"] > 0 and training[variant]["alloc_peak_bytes"] > 0
         assert set(training["ratios"]) == {"time", "alloc", "rss"}
     bundle = report["training"][1]["config"]
-    assert bundle["spatial_size"] == [64, 80] and bundle["network"]["grid_size"] == [8, 10]
+    # the bundle trains on crops: its training step runs at crop_size with the crop's grid
+    assert bundle["spatial_size"] == [48, 64] and bundle["network"]["grid_size"] == [6, 8]
     assert [p["grid"] for p in report["pairwise"]] == [6, 8]
     inference = report["inference"]
     assert [(i["runtime"], i["size"]) for i in inference] == [
