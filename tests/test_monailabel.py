@@ -241,7 +241,7 @@ def test_scoring_writes_each_labelled_images_score_into_the_datastore(app, label
     assert Path(result["report"]) == bundle / "label_issues"
     assert {Path(r["image"]).stem: float(r["score"]) for r in rows} == result["scores"]
     summary = json.loads((bundle / "label_issues" / "summary.json").read_text())
-    assert summary["models"][0]["method"] == "bayes"
+    assert summary["models"][0]["method"] == "softmax"
     learned = json.loads((bundle / "ntm" / "ntm.json").read_text())["learned"]["T_C"]
     assert np.allclose(summary["models"][0]["T_C"], learned, atol=1e-6)
 

@@ -147,7 +147,8 @@ def test_summary_holds_t_c_flag_pairs_and_the_detection_metrics(noisy, scored):
     summary = json.loads((scored / "summary.json").read_text())
     assert summary["split"] == "training" and summary["num_images"] == 8
     (model,) = summary["models"]
-    assert model["method"] == "bayes" and model["score"] == "mean" and model["threshold"] == THRESHOLD
+    # the measured default: the model's own 1 - p(l | x); T_C is still recorded beside it
+    assert model["method"] == "softmax" and model["score"] == "mean" and model["threshold"] == THRESHOLD
     assert np.allclose(model["T_C"], T_C)
     pairs = summary["flag_pairs"]
     assert pairs and all(p["given"] != p["likely_true"] for p in pairs)
