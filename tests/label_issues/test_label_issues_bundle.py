@@ -88,6 +88,7 @@ def scored(noisy, jcas_run):
         datalist=str(datalist),
         output_dir=str(jcas_run),
         label_issues_clean_key="clean_label",
+        label_issues_method="bayes",  # the T_C path through the bundle; the default is "softmax"
         **SCORING,
     )
     return jcas_run / "label_issues"
@@ -147,8 +148,7 @@ def test_summary_holds_t_c_flag_pairs_and_the_detection_metrics(noisy, scored):
     summary = json.loads((scored / "summary.json").read_text())
     assert summary["split"] == "training" and summary["num_images"] == 8
     (model,) = summary["models"]
-    # the measured default: the model's own 1 - p(l | x); T_C is still recorded beside it
-    assert model["method"] == "softmax" and model["score"] == "mean" and model["threshold"] == THRESHOLD
+    assert model["method"] == "bayes" and model["score"] == "mean" and model["threshold"] == THRESHOLD
     assert np.allclose(model["T_C"], T_C)
     pairs = summary["flag_pairs"]
     assert pairs and all(p["given"] != p["likely_true"] for p in pairs)
