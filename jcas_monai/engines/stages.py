@@ -6,8 +6,8 @@ initialisation, or a warm start estimated from the warm-up model, :mod:`~jcas_mo
 and switches on the forward correction, the CALC term and the stage-2 log-det weight, optionally with its
 own batch size (the authors train with 4 in the warm-up and 3 after). As in the authors' two scripts, the
 learning rate restarts its poly decay at the stage boundary and the optimisers forget their running
-state; both are options (:class:`StagePolyLR` ``restart``, ``reset_optimizer``). The stage is derived from the epoch number, so a resumed run lands in the
-right stage without extra state.
+state; both are options (:class:`StagePolyLR` ``restart``, ``reset_optimizer``). The stage is derived
+from the epoch number, so a resumed run lands in the right stage without extra state.
 """
 
 from __future__ import annotations
@@ -76,9 +76,7 @@ class JCASStages:
     ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
     the matrices (with ``warm_start``, to the estimate of the warm-up model over the training data, see
     :func:`~jcas_monai.engines.estimate_ntms`), clears the optimisers' running state (with
-    ``reset_optimizer``) and applies
-    ``stage2`` to the loss. With
-    ``stage2_batch_size`` the trainer's data loader is replaced by one of that batch size over the same
+    ``reset_optimizer``) and applies ``stage2`` to the loss. With ``stage2_batch_size`` the trainer's data loader is replaced by one of that batch size over the same
     dataset and sampler from the first stage-2 epoch on (also when a run resumes in stage 2), and the epoch
     length follows. Its own state (the best warm-up metric) is part of the checkpoint through
     ``state_dict``.
