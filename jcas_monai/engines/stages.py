@@ -76,10 +76,10 @@ class JCASStages:
     ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
     the matrices (with ``warm_start``, to the estimate of the warm-up model over the training data, see
     :func:`~jcas_monai.engines.estimate_ntms`), clears the optimisers' running state (with
-    ``reset_optimizer``) and applies ``stage2`` to the loss. With ``stage2_batch_size`` the trainer's data loader is replaced by one of that batch size over the same
-    dataset and sampler from the first stage-2 epoch on (also when a run resumes in stage 2), and the epoch
-    length follows. Its own state (the best warm-up metric) is part of the checkpoint through
-    ``state_dict``.
+    ``reset_optimizer``) and applies ``stage2`` to the loss. With ``stage2_batch_size`` the trainer's data
+    loader is replaced by one of that batch size over the same dataset and sampler from the first stage-2
+    epoch on (also when a run resumes in stage 2), and the epoch length follows. Its own state (the best
+    warm-up metric) is part of the checkpoint through ``state_dict``.
 
     Args:
         loss: the JCAS loss; ``stage2`` entries are set as its attributes.
