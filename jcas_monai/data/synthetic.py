@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from skimage.draw import disk, ellipse, polygon
 from skimage.filters import gaussian
 from tqdm import tqdm
 
-from jcas_monai.data.io import write_label
+from jcas_monai.data.io import PNG_COMPRESS_LEVEL, write_label
 
 __all__ = ["CLASS_NAMES", "SPLIT_IDS", "ensure_dataset", "generate_dataset", "generate_frame", "main"]
 
@@ -363,7 +366,21 @@ def _write_image(path: Path, image: np.ndarray) -> None:
         nifti.set_data_dtype(np.uint8)
         nib.save(nifti, str(path))
     else:
-        Image.fromarray(image, mode="RGB").save(path)
+        Image.fromarray(image, mode="RGB").save(path, compress_level=PNG_COMPRESS_LEVEL)
+
+
+def _write_frame(out_dir: Path, seed: int, height: int, width: int, ext: str, split: str, index: int) -> dict:
+    """Generate frame ``index`` of ``split``, write its image and label, return its datalist entry."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_IDS[split], index)))
+    image, label = generate_frame(rng, height, width)
+    name = f"{_SPLIT_PREFIX[split]}_{index:04d}{ext}"
+    _write_image(out_dir / "images" / name, image)
+    write_label(out_dir / "labels" / name, label)
+    return {"image": f"images/{name}", "label": f"labels/{name}"}
+
+
+def _available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def generate_dataset(
@@ -376,6 +393,7 @@ def generate_dataset(
     width: int = 320,
     fmt: str = "png",
     progress: bool = True,
+    workers: int | None = None,
 ) -> Path:
     """Write the synthetic dataset and its MONAI decathlon-style datalist.
 
@@ -397,12 +415,15 @@ def generate_dataset(
         height, width: frame size.
         fmt: ``"png"`` or ``"nifti"``.
         progress: show a progress bar.
+        workers: processes that generate frames in parallel (default: one per available CPU); frames are
+            pure functions of their seeds, so the files do not depend on it.
 
     Returns:
         Path of the datalist JSON.
 
     Raises:
-        ValueError: unknown ``fmt``, negative split size or seed, or a frame size below 32 x 32.
+        ValueError: unknown ``fmt``, negative split size or seed, a frame size below 32 x 32 or
+            ``workers`` below 1.
     """
     if fmt not in ("png", "nifti"):
         raise ValueError(f"fmt must be 'png' or 'nifti', got {fmt!r}")
@@ -410,6 +431,9 @@ def generate_dataset(
         raise ValueError("seed and split sizes must be non-negative")
     if min(height, width) < 32:
         raise ValueError(f"frame size must be at least 32 x 32, got {height} x {width}")
+    workers = _available_cpus() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
     datalist_path = out_dir / _DATALIST
     datalist_path.unlink(missing_ok=True)
@@ -418,18 +442,22 @@ def generate_dataset(
     ext = ".nii.gz" if fmt == "nifti" else ".png"
 
     sizes = {"training": num_train, "validation": num_val, "test": num_test}
-    splits: dict[str, list[dict[str, str]]] = {}
-    with tqdm(total=sum(sizes.values()), desc=f"synthetic dataset -> {out_dir}", disable=not progress) as bar:
-        for split, count in sizes.items():
-            splits[split] = []
-            for i in range(count):
-                rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_IDS[split], i)))
-                image, label = generate_frame(rng, height, width)
-                name = f"{_SPLIT_PREFIX[split]}_{i:04d}{ext}"
-                _write_image(out_dir / "images" / name, image)
-                write_label(out_dir / "labels" / name, label)
-                splits[split].append({"image": f"images/{name}", "label": f"labels/{name}"})
+    jobs = [(split, i) for split, count in sizes.items() for i in range(count)]
+    splits: dict[str, list[dict[str, str]]] = {split: [] for split in sizes}
+    write = partial(_write_frame, out_dir, seed, height, width, ext)
+    columns = ([split for split, _ in jobs], [i for _, i in jobs])
+    # fork where the platform has it: the workers need only numpy and scikit-image, not a fresh interpreter
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) if workers > 1 and jobs else None
+    try:
+        entries = pool.map(write, *columns, chunksize=4) if pool else map(write, *columns)
+        with tqdm(total=len(jobs), desc=f"synthetic dataset -> {out_dir}", disable=not progress) as bar:
+            for (split, _), entry in zip(jobs, entries):
+                splits[split].append(entry)
                 bar.update()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     datalist = {
         "name": "jcas-synthetic-endovis-parts",

@@ -65,6 +65,12 @@ def test_same_seed_gives_byte_identical_files(png_dataset: Path, tmp_path: Path)
     assert len(changed) == 2 * sum(SIZES.values())
 
 
+def test_files_do_not_depend_on_the_number_of_workers(png_dataset: Path, tmp_path: Path) -> None:
+    sequential = generate_dataset(tmp_path / "one", seed=3, height=H, width=W, progress=False, workers=1, **SIZES)
+    parallel = generate_dataset(tmp_path / "three", seed=3, height=H, width=W, progress=False, workers=3, **SIZES)
+    assert _files(sequential.parent) == _files(parallel.parent) == _files(png_dataset.parent)
+
+
 def test_frames_do_not_depend_on_split_sizes(png_dataset: Path, tmp_path: Path) -> None:
     smaller = _generate(tmp_path / "smaller", num_train=1, num_val=2, num_test=0).parent
     for name in ("images/train_0000.png", "labels/val_0001.png"):
@@ -169,6 +175,8 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         generate_dataset(tmp_path, fmt="jpeg")
     with pytest.raises(ValueError, match="32 x 32"):
         generate_dataset(tmp_path, height=16)
+    with pytest.raises(ValueError, match="workers"):
+        generate_dataset(tmp_path, workers=0)
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
