@@ -193,4 +193,6 @@ class JCASNet(nn.Module):
         aff = _resize(self.affinity_heads["main"](feat), self.eval_grid_size)
         p_dar = self.dar(_resize(logits, self.eval_grid_size), aff)
         prob = (_resize(p_dar, size).softmax(1) + _resize(logits, size).softmax(1)) / 2
-        return prob.clamp_min(1e-12).log()
+        # classes innermost in memory: an argmax over them (``AsDiscrete(argmax=True)`` on every decollated
+        # item) then reads contiguous memory, ten times faster on CPU than across the class planes
+        return prob.clamp_min(1e-12).log().contiguous(memory_format=torch.channels_last)
