@@ -27,14 +27,29 @@ from jcas_monai.transforms import AffinityLabel, AsymmetricNoise, SymmetricNoise
 from tests.conftest import REPO
 
 K = 4
-STEPS = 220  # 22 JCAS-stage epochs of 10 iterations: the bundle default
 FRACTIONS = (0.90, 0.05, 0.02, 0.03)  # background-dominated, like the synthetic set and EndoVis18
 ASYMMETRIC = np.array([[0, 0.45, 0.25, 0.30], [0.6, 0, 0.2, 0.2], [0.3, 0.4, 0, 0.3], [0.3, 0.3, 0.4, 0]])
 
 
-def _bundle_settings() -> dict:
+def _bundle_parser() -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(REPO / "bundle" / "configs" / "train.json")
+    return parser
+
+
+def _jcas_stage_steps() -> int:
+    """Steps of the bundle default's JCAS stage: its epochs times the iterations of an epoch (the synthetic
+    training frames over the batch size, the last partial batch dropped)."""
+    parser = _bundle_parser()
+    epochs = parser.get_parsed_content("max_epochs") - parser.get_parsed_content("warmup_epochs")
+    return epochs * (parser.get_parsed_content("synthetic#num_train") // parser.get_parsed_content("batch_size"))
+
+
+STEPS = _jcas_stage_steps()
+
+
+def _bundle_settings() -> dict:
+    parser = _bundle_parser()
     return {
         "target": parser.get("ntm_optimizer")["_target_"],
         "lr": parser.get_parsed_content("ntm_learning_rate"),
