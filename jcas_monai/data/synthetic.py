@@ -32,8 +32,8 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -447,7 +447,9 @@ def generate_dataset(
     write = partial(_write_frame, out_dir, seed, height, width, ext)
     columns = ([split for split, _ in jobs], [i for _, i in jobs])
     # fork where the platform has it: the workers need only numpy and scikit-image, not a fresh interpreter
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) if workers > 1 and jobs else None
     try:
         entries = pool.map(write, *columns, chunksize=4) if pool else map(write, *columns)

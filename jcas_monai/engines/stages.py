@@ -20,6 +20,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.data import DataLoader
 
+from jcas_monai.losses.ntm import NoiseTransitionMatrix
+
 from .checkpoint import BestModelSaver
 from .warm_start import WARM_START_METHODS, estimate_ntms
 
@@ -70,7 +72,8 @@ class StagePolyLR:
 
 
 class JCASStages:
-    """Switch a :class:`~jcas_monai.losses.JCASLoss` from the warm-up to the JCAS stage.
+    """Switch a :class:`~jcas_monai.losses.JCASLoss` from the warm-up to the JCAS stage (or a peer's
+    :class:`~jcas_monai.losses.BranchLoss` from its cross-entropy warm-up to its own loss).
 
     Attach to the trainer. While in stage 1 it keeps the best weights by the evaluator's key metric in
     ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
@@ -82,7 +85,8 @@ class JCASStages:
     warm-up metric) is part of the checkpoint through ``state_dict``.
 
     Args:
-        loss: the JCAS loss; ``stage2`` entries are set as its attributes.
+        loss: the JCAS loss (or a peer's loss); ``stage2`` entries are set as its attributes. Its noise
+            transition matrices, if any (:func:`loss_matrices`), restart at the switch.
         network: the network whose weights are kept and restored.
         optimizer: optimiser whose per-parameter state (momentum) is cleared at the switch.
         matrix_optimizer: the matrices' optimiser, cleared at the switch in any case (the matrices
@@ -163,7 +167,7 @@ class JCASStages:
             self._start_jcas_stage(engine)
         for key, value in self.stage2.items():
             setattr(self.loss, key, value)
-        for ntm in (self.loss.t_c, self.loss.t_a):
+        for ntm in loss_matrices(self.loss).values():
             ntm.weight.requires_grad_(self.learn_matrices and ntm.fixed is None)
         self.stage = 2
         print(f"Epoch {engine.state.epoch}: JCAS stage (loss correction {self.stage2})")
@@ -188,9 +192,10 @@ class JCASStages:
             print(
                 f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})"
             )
+        ntms = loss_matrices(self.loss)
         matrices = {}
-        if self.warm_start != "none" and (self.loss.t_c.fixed is None or self.loss.t_a.fixed is None):
-            num_classes = self.loss.t_c.num_classes
+        if self.warm_start != "none" and any(ntm.fixed is None for ntm in ntms.values()):
+            num_classes = next(iter(ntms.values())).num_classes
             estimates = estimate_ntms(self.network, engine.state.dataloader, num_classes, device)
             for method, estimate in estimates.items():
                 chosen = " (warm start)" if method == self.warm_start else ""
@@ -199,10 +204,19 @@ class JCASStages:
                     f"T_C {_fmt(estimate['T_C'])}, T_A {_fmt(estimate['T_A'])}"
                 )
             matrices = {"t_c": estimates[self.warm_start]["T_C"], "t_a": estimates[self.warm_start]["T_A"]}
-        self.loss.reset_matrices(**matrices)
+        for name, ntm in ntms.items():
+            ntm.reset_parameters(matrices.get(name))
         for optimizer in (self.optimizer if self.reset_optimizer else None, self.matrix_optimizer):
             if optimizer is not None:
                 optimizer.state.clear()
+
+
+def loss_matrices(loss: torch.nn.Module) -> dict[str, NoiseTransitionMatrix]:
+    """The noise transition matrices of ``loss`` by attribute name: ``t_c`` and ``t_a`` of
+    :class:`~jcas_monai.losses.JCASLoss`, ``t_c`` of :class:`~jcas_monai.losses.VolMinLoss`, none of a
+    robust loss."""
+    found = {name: getattr(loss, name, None) for name in ("t_c", "t_a")}
+    return {name: m for name, m in found.items() if isinstance(m, NoiseTransitionMatrix)}
 
 
 def _fmt(matrix: torch.Tensor) -> str:

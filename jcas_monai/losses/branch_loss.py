@@ -3,7 +3,8 @@
 The bundle's network (:class:`~jcas_monai.networks.JCASNet`) returns, in training mode, a dict with the
 class logits ``Q`` of its main branch (layer4) and its auxiliary branch (layer3). The baseline supervises
 both with cross-entropy, weighted ``(1, 0.1)`` as in the authors' code; a peer method replaces that
-cross-entropy by its own pixel loss on the same two outputs.
+cross-entropy by its own pixel loss on the same two outputs, after a warm-up with the cross-entropy when
+it is given one (as JCAS warms up before its correction).
 """
 
 from __future__ import annotations
@@ -36,17 +37,29 @@ class BranchLoss(_Loss):
     ignore pixels. A branch with weight 0 is not computed. A plain logits tensor (a network without
     branches) is given to ``loss`` as it is.
 
+    With ``warmup_loss``, that loss is applied instead of ``loss`` while :attr:`warmup` is True (from
+    construction until :class:`~jcas_monai.engines.JCASStages` sets it to False through the bundle's
+    ``stage2: {"warmup": false}``). Robust losses that down-weight the pixels they fit worst (GCE,
+    T-Loss) and a matrix learned from the first step (VolMin) let the background, most of the pixels,
+    take every prediction from a random start: measured on the synthetic set, all three predicted
+    background only from the second epoch on. A cross-entropy warm-up, JCAS's own first stage, gives
+    them a network that already segments.
+
     After each call, :attr:`last_terms` holds the unweighted value of each branch's loss (keys
     ``seg_main``, ``seg_aux``) and ``total``, as :class:`~jcas_monai.losses.JCASLoss` does.
 
     Args:
         loss: the class loss of one branch.
         seg_weights: weights of the (main, aux) branches; the baseline's ``(1, 0.1)``.
+        warmup_loss: class loss of the warm-up (e.g. cross-entropy); ``None``: ``loss`` from the start.
     """
 
-    def __init__(self, loss: _Loss, seg_weights: Sequence[float] = (1.0, 0.1)) -> None:
+    def __init__(
+        self, loss: _Loss, seg_weights: Sequence[float] = (1.0, 0.1), warmup_loss: _Loss | None = None
+    ) -> None:
         super().__init__()
-        self.loss = loss
+        self.loss, self.warmup_loss = loss, warmup_loss
+        self.warmup = warmup_loss is not None
         self.seg_weights = dict(zip(BRANCHES, map(float, seg_weights), strict=True))
         self._last_terms: dict[str, torch.Tensor] = {}
 
@@ -67,7 +80,8 @@ class BranchLoss(_Loss):
                 :class:`~jcas_monai.networks.JCASNet` (``main_logits``, ``aux_logits``).
             target: the label ``(B, 1, H, W)`` (255 = ignore), or a mapping with ``label`` (the other
                 entries, such as ``affinity``, are not used).
-            args: passed on to ``loss`` after the label (e.g. the class NTM of a corrected loss).
+            args: passed on to ``loss`` after the label (e.g. the class NTM of a corrected loss); not to
+                ``warmup_loss``.
 
         Returns:
             the scalar loss.
@@ -76,15 +90,16 @@ class BranchLoss(_Loss):
             ValueError: the network output lacks the logits of a branch with a positive weight.
         """
         label = target["label"] if isinstance(target, Mapping) else target
+        loss, args = (self.warmup_loss, ()) if self.warmup else (self.loss, args)
         if isinstance(pred, torch.Tensor):
-            terms = {"seg_main": self.loss(pred, label, *args)}
+            terms = {"seg_main": loss(pred, label, *args)}
             total = terms["seg_main"]
         else:
             terms, total = {}, torch.zeros((), device=label.device)
             for branch, weight in self.seg_weights.items():
                 if weight > 0:
                     logits = branch_output(pred, f"{branch}_logits", type(self).__name__)
-                    terms[f"seg_{branch}"] = self.loss(logits, label, *args)
+                    terms[f"seg_{branch}"] = loss(logits, label, *args)
                     total = total + weight * terms[f"seg_{branch}"]
         self._last_terms = {name: value.detach() for name, value in terms.items()}
         self._last_terms["total"] = total.detach()

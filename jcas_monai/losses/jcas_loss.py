@@ -123,12 +123,6 @@ class JCASLoss(_Loss):
         self.calc_loss = CALCLoss(calc_distance)
         self._last_terms: dict[str, torch.Tensor] = {}
 
-    def reset_matrices(self, t_c: torch.Tensor | None = None, t_a: torch.Tensor | None = None) -> None:
-        """Re-initialise ``T_C`` and ``T_A`` (the JCAS stage starts with fresh matrices), to the default
-        initialisation or to the given estimates (a warm start); fixed matrices stay as they are."""
-        self.t_c.reset_parameters(t_c)
-        self.t_a.reset_parameters(t_a)
-
     @property
     def last_terms(self) -> dict[str, float]:
         """Unweighted value of each term computed by the last call, and ``total``."""

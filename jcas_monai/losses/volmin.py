@@ -32,7 +32,12 @@ class VolMinLoss(BranchLoss):
     the JCAS authors' script uses 0.5, which drives the rows of rare classes to the uniform row against a
     mean-reduced cross-entropy (``docs/matrices.md``).
 
-    After each call :attr:`last_terms` holds ``seg_main``, ``seg_aux``, ``logdet`` and ``total``.
+    With ``warmup`` (the bundle's overlay) it is the plain cross-entropy until
+    :class:`~jcas_monai.engines.JCASStages` clears :attr:`warmup`; ``T_C`` then starts from its
+    initialisation and learns with the network (``configs/peers/volmin.json``).
+
+    After each call :attr:`last_terms` holds ``seg_main``, ``seg_aux``, ``logdet`` (not in the warm-up)
+    and ``total``.
 
     Args:
         num_classes: number of classes ``K``.
@@ -41,6 +46,7 @@ class VolMinLoss(BranchLoss):
         ntm_init: initial value of the free parameters of ``T_C``.
         ntm_form: parameterisation of ``T_C``, ``"softmax"`` or the authors' ``"authors"``.
         ignore_index: label value of pixels without supervision.
+        warmup: start with a cross-entropy warm-up (no ``T_C``, no volume term).
     """
 
     def __init__(
@@ -51,8 +57,10 @@ class VolMinLoss(BranchLoss):
         ntm_init: float = -2.0,
         ntm_form: str = "softmax",
         ignore_index: int = 255,
+        warmup: bool = False,
     ) -> None:
-        super().__init__(ForwardCorrectedCELoss(ignore_index=ignore_index), seg_weights)
+        corrected = ForwardCorrectedCELoss(ignore_index=ignore_index)
+        super().__init__(corrected, seg_weights, warmup_loss=corrected if warmup else None)
         self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, form=ntm_form)
         self.logdet_weight = float(logdet_weight)
 
@@ -70,6 +78,8 @@ class VolMinLoss(BranchLoss):
         Returns:
             the scalar loss.
         """
+        if self.warmup:
+            return super().forward(pred, target)
         t_c = self.t_c()
         total = super().forward(pred, target, t_c)
         logdet = torch.linalg.slogdet(t_c).logabsdet

@@ -12,6 +12,7 @@ from scipy.stats import multivariate_t
 
 from jcas_monai.losses import (
     BranchLoss,
+    ForwardCorrectedCELoss,
     GCELoss,
     NRDiceLoss,
     SCELoss,
@@ -243,6 +244,45 @@ def test_branch_loss_weights_the_branches_and_names_a_missing_output():
     with pytest.raises(ValueError, match="BranchLoss: the network output has no 'aux_logits'"):
         loss_fn({"main_logits": main}, label)
 
+
+
+def _ce_of_branches(pred, label, seg_weights):
+    """Dense reference of the cross-entropy warm-up: ``-log softmax(z)_y`` per pixel, branches weighted."""
+    total = 0.0
+    for branch, w in zip(("main", "aux"), seg_weights):
+        logits = F.interpolate(
+            pred[f"{branch}_logits"], size=label.shape[2:], mode="bilinear", align_corners=False
+        )
+        total = total + w * _mean_over_pixels(logits, label, lambda z, y: -torch.log(_softmax(z)[y]))
+    return total
+
+
+@pytest.mark.parametrize("peer", ["gce", "volmin"])
+def test_warmup_is_the_cross_entropy_until_the_flag_is_cleared(peer):
+    label = _label(16, h=8, w=10)
+    pred = {"main_logits": _logits(17, h=4, w=5), "aux_logits": _logits(18, h=4, w=5)}
+    if peer == "gce":
+        loss_fn = BranchLoss(GCELoss(), seg_weights=(1.0, 0.1), warmup_loss=ForwardCorrectedCELoss())
+        after = gce_reference(0.7)
+        expected_after = sum(
+            w * _mean_over_pixels(
+                F.interpolate(pred[f"{b}_logits"], size=label.shape[2:], mode="bilinear", align_corners=False),
+                label,
+                after,
+            )
+            for b, w in (("main", 1.0), ("aux", 0.1))
+        )
+    else:
+        loss_fn = VolMinLoss(K, logdet_weight=0.3, seg_weights=(1.0, 0.1), warmup=True).double()
+        with torch.no_grad():
+            loss_fn.t_c.weight.add_(0.5 * torch.randn(K, K, generator=_gen(19), dtype=torch.float64))
+        expected_after = volmin_reference(pred, label, loss_fn.t_c(), 0.3, (1.0, 0.1))
+    assert loss_fn.warmup
+    torch.testing.assert_close(loss_fn(pred, {"label": label}), _ce_of_branches(pred, label, (1.0, 0.1)))
+    assert set(loss_fn.last_terms) == {"seg_main", "seg_aux", "total"}  # no volume term in the warm-up
+    loss_fn.warmup = False  # what the bundle's stage2: {"warmup": false} does at the switch
+    torch.testing.assert_close(loss_fn(pred, {"label": label}), expected_after)
+    assert BranchLoss(GCELoss()).warmup is False and VolMinLoss(K).warmup is False  # no warm-up asked for
 
 ALL_LOSSES = {
     "gce": GCELoss,
