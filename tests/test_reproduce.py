@@ -344,7 +344,7 @@ def test_tiny_two_seed_grid_end_to_end_and_resume(tiny_dataset, tmp_path, capsys
     assert "Seeds: 0, 1 (2 in all)." in (tmp_path / "results.md").read_text()
 
 
-def test_peer_overlays_are_one_stage_variants_named_beside_jcas(tmp_path):
+def test_peer_overlays_are_variants_named_beside_jcas_with_its_warm_up(tmp_path):
     peers = ["gce", "sce", "tloss", "volmin", "sparsereg", "coteaching", "nrdice"]
     variants = ["baseline", *peers, "jcas", "upper"]
     study = Study(out=tmp_path, noises=["ellipse", "symmetric50"], variants=variants, epochs=10, seeds=[0, 1])
@@ -352,7 +352,10 @@ def test_peer_overlays_are_one_stage_variants_named_beside_jcas(tmp_path):
     for peer in peers:
         cell = next(c for c in study.cells() if c.variant == peer)
         assert Path(study.config_files(cell)[-1]) == REPO / "configs" / "peers" / f"{peer}.json"
-        assert not study.two_stage(peer) and "warmup_epochs" not in study.cell_overrides(cell)
+        if peer == "coteaching":  # one stage: its forget-rate ramp is its warm-up
+            assert not study.two_stage(peer) and "warmup_epochs" not in study.cell_overrides(cell)
+        else:  # the loss peers take JCAS's two stages: half of --epochs of cross-entropy first
+            assert study.two_stage(peer) and study.cell_overrides(cell)["warmup_epochs"] == "5"
     for variant in variants:
         noise = "clean" if variant == "upper" else "ellipse"
         for seed in (0, 1):
