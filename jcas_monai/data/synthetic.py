@@ -30,6 +30,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -446,10 +447,9 @@ def generate_dataset(
     splits: dict[str, list[dict[str, str]]] = {split: [] for split in sizes}
     write = partial(_write_frame, out_dir, seed, height, width, ext)
     columns = ([split for split, _ in jobs], [i for _, i in jobs])
-    # fork where the platform has it: the workers need only numpy and scikit-image, not a fresh interpreter
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    )
+    # fork on Linux: the workers need only numpy and scikit-image, not a fresh interpreter (macOS and
+    # Windows spawn, their safe default)
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) if workers > 1 and jobs else None
     try:
         entries = pool.map(write, *columns, chunksize=4) if pool else map(write, *columns)
