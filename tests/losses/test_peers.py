@@ -199,17 +199,23 @@ def test_nrdice_term_of_an_absent_class_vanishes_with_its_predictions():
     assert all(a > b for a, b in itertools.pairwise(terms)) and terms[-1] < 1e-2
 
 
-def volmin_reference(pred, label, t_c, weight, seg_weights):
-    def corrected_ce(z, y):
-        return -torch.log(sum(_softmax(z)[m] * t_c[m, y] for m in range(K)))
-
-    total = torch.log(torch.det(t_c).abs()) * weight
+def _branches_reference(pred, label, seg_weights, pixel_loss):
+    """Weighted sum over the (main, aux) branches of the mean ``pixel_loss`` of the upsampled logits."""
+    total = 0.0
     for branch, w in zip(("main", "aux"), seg_weights):
         logits = F.interpolate(
             pred[f"{branch}_logits"], size=label.shape[2:], mode="bilinear", align_corners=False
         )
-        total = total + w * _mean_over_pixels(logits, label, corrected_ce)
+        total = total + w * _mean_over_pixels(logits, label, pixel_loss)
     return total
+
+
+def volmin_reference(pred, label, t_c, weight, seg_weights):
+    def corrected_ce(z, y):
+        return -torch.log(sum(_softmax(z)[m] * t_c[m, y] for m in range(K)))
+
+    volume = torch.log(torch.det(t_c).abs()) * weight
+    return volume + _branches_reference(pred, label, seg_weights, corrected_ce)
 
 
 @pytest.mark.parametrize("form", ["softmax", "authors"])
@@ -245,44 +251,26 @@ def test_branch_loss_weights_the_branches_and_names_a_missing_output():
         loss_fn({"main_logits": main}, label)
 
 
-
-def _ce_of_branches(pred, label, seg_weights):
-    """Dense reference of the cross-entropy warm-up: ``-log softmax(z)_y`` per pixel, branches weighted."""
-    total = 0.0
-    for branch, w in zip(("main", "aux"), seg_weights):
-        logits = F.interpolate(
-            pred[f"{branch}_logits"], size=label.shape[2:], mode="bilinear", align_corners=False
-        )
-        total = total + w * _mean_over_pixels(logits, label, lambda z, y: -torch.log(_softmax(z)[y]))
-    return total
-
-
 @pytest.mark.parametrize("peer", ["gce", "volmin"])
 def test_warmup_is_the_cross_entropy_until_the_flag_is_cleared(peer):
     label = _label(16, h=8, w=10)
     pred = {"main_logits": _logits(17, h=4, w=5), "aux_logits": _logits(18, h=4, w=5)}
     if peer == "gce":
         loss_fn = BranchLoss(GCELoss(), seg_weights=(1.0, 0.1), warmup_loss=ForwardCorrectedCELoss())
-        after = gce_reference(0.7)
-        expected_after = sum(
-            w * _mean_over_pixels(
-                F.interpolate(pred[f"{b}_logits"], size=label.shape[2:], mode="bilinear", align_corners=False),
-                label,
-                after,
-            )
-            for b, w in (("main", 1.0), ("aux", 0.1))
-        )
+        expected_after = _branches_reference(pred, label, (1.0, 0.1), gce_reference(0.7))
     else:
         loss_fn = VolMinLoss(K, logdet_weight=0.3, seg_weights=(1.0, 0.1), warmup=True).double()
         with torch.no_grad():
             loss_fn.t_c.weight.add_(0.5 * torch.randn(K, K, generator=_gen(19), dtype=torch.float64))
         expected_after = volmin_reference(pred, label, loss_fn.t_c(), 0.3, (1.0, 0.1))
     assert loss_fn.warmup
-    torch.testing.assert_close(loss_fn(pred, {"label": label}), _ce_of_branches(pred, label, (1.0, 0.1)))
+    cross_entropy = _branches_reference(pred, label, (1.0, 0.1), lambda z, y: -torch.log(_softmax(z)[y]))
+    torch.testing.assert_close(loss_fn(pred, {"label": label}), cross_entropy)
     assert set(loss_fn.last_terms) == {"seg_main", "seg_aux", "total"}  # no volume term in the warm-up
     loss_fn.warmup = False  # what the bundle's stage2: {"warmup": false} does at the switch
     torch.testing.assert_close(loss_fn(pred, {"label": label}), expected_after)
     assert BranchLoss(GCELoss()).warmup is False and VolMinLoss(K).warmup is False  # no warm-up asked for
+
 
 ALL_LOSSES = {
     "gce": GCELoss,
