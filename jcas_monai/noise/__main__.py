@@ -3,7 +3,7 @@
 Generate a noisy copy of a dataset (the default command, ``generate`` may be omitted)::
 
     python -m jcas_monai.noise [generate] --kind KIND --datalist IN.json --out DIR --seed S [--rate R] \\
-        [--num-classes K] [--preview N] [--splits training [validation ...]] [kind options]
+        [--num-classes K] [--preview N] [--splits training [validation ...]] [--fraction F] [kind options]
 
 with ``KIND`` one of ellipse, symmetric, asymmetric, dilation_erosion, affine, polygon, and kind options
 (each refused for the kinds it does not apply to; defaults: those of the transforms)::
@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-classes", type=int, help="K (default: datalist 'labels', else max label + 1)")
     gen.add_argument("--preview", type=int, default=0, metavar="N", help="write preview.png with N rows")
     gen.add_argument("--splits", nargs="+", default=["training"], help="splits whose labels get noise")
+    gen.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="share of each noised split's labels that get noise, drawn from --seed (default 1: all)",
+    )
     gen.add_argument("--scale-jitter", type=float, help="ellipse: relative scale jitter in [0, 1)")
     gen.add_argument("--angle-jitter", type=float, help="ellipse: angle jitter in degrees")
     gen.add_argument("--enlargement", type=float, help="ellipse: axes times 1 + E (default 0)")
@@ -141,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_classes=args.num_classes,
                 splits=args.splits,
                 preview=args.preview,
+                fraction=args.fraction,
                 **_noise_kwargs(args, parser),
             )
             out = args.out

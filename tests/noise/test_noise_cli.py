@@ -327,3 +327,29 @@ def test_every_noise_overlay_builds_its_transform(overlay):
         args=config.get("noise_args"),
     )
     assert len(transforms) == (config["noise_kind"] != "none")
+
+
+def test_fraction_noises_a_seeded_share_of_the_labels(tmp_path, capsys):
+    """--fraction 0.5 of 3 training labels: round(1.5) = 2 noisy, 1 kept clean with clean_label = label; the
+    report counts all 3; the same seed picks the same labels, and the noisy files equal those of a full run."""
+    datalist = _dataset(tmp_path / "src")
+    args = ("--kind", "symmetric", "--rate", "0.3", "--seed", "2")
+    assert _generate(datalist, tmp_path / "all", *args) == 0
+    for name in ("a", "b"):
+        assert _generate(datalist, tmp_path / name, *args, "--fraction", "0.5") == 0
+    new = json.loads((tmp_path / "a" / "datalist.json").read_text())
+    assert new == json.loads((tmp_path / "b" / "datalist.json").read_text())
+    assert new["noise"]["fraction"] == 0.5
+    kept = [item for item in new["training"] if item["label"] == item["clean_label"]]
+    noisy = [item for item in new["training"] if item["label"] != item["clean_label"]]
+    assert len(kept) == 1 and len(noisy) == 2
+    assert kept[0]["label"].startswith("../src/")
+    for item in noisy:
+        np.testing.assert_array_equal(
+            read_label(tmp_path / "a" / item["label"]), read_label(tmp_path / "all" / item["label"])
+        )
+    report = json.loads((tmp_path / "a" / "noise_report.json").read_text())
+    full = json.loads((tmp_path / "all" / "noise_report.json").read_text())
+    assert report["num_images"] == 3 and 0 < report["class_noise_rate"] < full["class_noise_rate"]
+    assert _generate(datalist, tmp_path / "c", *args, "--fraction", "0") == 2
+    assert "--fraction must lie in (0, 1], got 0.0" in capsys.readouterr().err
