@@ -377,7 +377,10 @@ def _write_frame(out_dir: Path, seed: int, height: int, width: int, ext: str, sp
     name = f"{_SPLIT_PREFIX[split]}_{index:04d}{ext}"
     _write_image(out_dir / "images" / name, image)
     write_label(out_dir / "labels" / name, label)
-    return {"image": f"images/{name}", "label": f"labels/{name}"}
+    entry = {"image": f"images/{name}", "label": f"labels/{name}"}
+    if split == "validation":  # generated labels are the truth: say so, for model selection (``model_selection``)
+        entry["clean_label"] = entry["label"]
+    return entry
 
 
 def _available_cpus() -> int:
@@ -408,6 +411,9 @@ def generate_dataset(
     ``out_dir/datalist.json`` (paths relative to ``out_dir``, the folder ``load_decathlon_datalist``
     resolves against) is written last and atomically: its presence means the dataset is complete. An
     existing datalist is removed first, so an interrupted regeneration is never mistaken for a complete one.
+    Validation items also name their label as ``clean_label``: the generated labels are exact, so the
+    bundle's ``model_selection: "auto"`` keeps the best validation epoch
+    (:func:`jcas_monai.engines.selection_rule`).
 
     Args:
         out_dir: dataset folder (created).

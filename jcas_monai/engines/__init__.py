@@ -1,4 +1,11 @@
-from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save, latest_checkpoints
+from .checkpoint import (
+    SELECTION_RULES,
+    BestModelSaver,
+    TrainingCheckpoint,
+    atomic_save,
+    latest_checkpoints,
+    selection_rule,
+)
 from .coteaching import CoTeachingLoss, CoTeachingNetwork, ForgetRateSchedule
 from .distributed import AllReduceGradients, BroadcastFromRankZero, get_rank, handlers_for_rank
 from .errors import report_root_cause, root_cause

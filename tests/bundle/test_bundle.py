@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import EVALUATE, INFERENCE, TINY, TRAIN, bundle_run
+from conftest import BUNDLE, EVALUATE, INFERENCE, TINY, TRAIN, bundle_run
+from monai.bundle import ConfigParser
 from PIL import Image
 
 from jcas_monai.data.io import read_label
@@ -104,3 +105,19 @@ def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
     assert not matrices & (backbone | heads)
     trainable = {id(p) for p in network.parameters() if p.requires_grad}
     assert backbone | heads <= trainable and not backbone & heads and heads
+
+
+def test_default_model_selection_follows_the_validation_labels(tiny_dataset, tmp_path):
+    """``model_selection: auto``: the embedded dataset marks its validation labels clean (best epoch kept); the same
+    datalist without ``clean_label`` on the validation items, as a user's own, keeps the last epoch."""
+    data = json.loads((tiny_dataset / "datalist.json").read_text())
+    assert all(item["clean_label"] == item["label"] for item in data["validation"])
+    for item in data["validation"]:
+        del item["clean_label"]
+    own = tiny_dataset / "own_datalist.json"
+    own.write_text(json.dumps(data))
+    for datalist, expected in ((tiny_dataset / "datalist.json", "best"), (own, "last")):
+        parser = ConfigParser()
+        parser.read_config(TRAIN)
+        parser.update({"bundle_root": str(BUNDLE), "datalist": str(datalist), "output_dir": str(tmp_path), **TINY})
+        assert parser.get_parsed_content("validate#best_model").mode == expected

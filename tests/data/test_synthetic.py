@@ -123,7 +123,8 @@ def test_datalist_structure_and_paths(png_dataset: Path) -> None:
 def test_nifti_matches_png(png_dataset: Path, tmp_path: Path) -> None:
     nifti = _generate(tmp_path / "nifti", fmt="nifti")
     items = json.loads(nifti.read_text())["validation"]
-    assert items[0] == {"image": "images/val_0000.nii.gz", "label": "labels/val_0000.nii.gz"}
+    label = "labels/val_0000.nii.gz"  # validation items name their exact label as the clean one too
+    assert items[0] == {"image": "images/val_0000.nii.gz", "label": label, "clean_label": label}
     for name in ("train_0002", "val_0000", "test_0001"):
         for sub in ("images", "labels"):
             from_png = read_array(png_dataset.parent / sub / f"{name}.png")

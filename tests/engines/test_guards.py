@@ -15,6 +15,7 @@ from jcas_monai.engines import (
     NonFiniteLossError,
     NonFiniteLossGuard,
     TrainingCheckpoint,
+    selection_rule,
 )
 from jcas_monai.losses import JCASLoss
 
@@ -130,3 +131,25 @@ def test_model_selection_keeps_the_best_or_the_last_validated_weights(tmp_path, 
         saver(engine)
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["weight"].item()
     assert saved == pytest.approx(expected) and saver.best == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "rule, items, expected",
+    [
+        ("auto", [{"label": "a", "clean_label": "a"}, {"label": "b", "clean_label": "c"}], "best"),
+        ("auto", [{"label": "a", "clean_label": "a"}, {"label": "b"}], "last"),
+        ("auto", [{"label": "a"}], "last"),
+        ("auto", [], "last"),
+        ("best", [{"label": "a"}], "best"),
+        ("last", [{"label": "a", "clean_label": "a"}], "last"),
+    ],
+)
+def test_auto_selection_keeps_the_best_epoch_only_on_clean_validation_labels(rule, items, expected, capsys):
+    assert selection_rule(rule, items) == expected
+    if rule == "auto":
+        assert f"model_selection auto: {expected}" in capsys.readouterr().out
+
+
+def test_unknown_selection_rule_names_the_config_key():
+    with pytest.raises(ValueError, match="model_selection must be one of 'auto', 'best', 'last'; got 'first'"):
+        selection_rule("first", [])
