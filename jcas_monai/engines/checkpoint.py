@@ -187,7 +187,7 @@ def selection_rule(rule: str, validation_items: Sequence[Mapping[str, object]], 
     reason = (
         f"every validation item has a '{key}'"
         if clean
-        else f"the validation items carry no '{key}', so their labels may be as noisy as the training labels"
+        else f"not every validation item has a '{key}', so their labels may be as noisy as the training labels"
     )
     print(f"model_selection auto: {chosen} ({reason}; set model_selection to 'best' or 'last' to choose)")
     return chosen
