@@ -99,8 +99,8 @@ class JCASStages:
         stage2_batch_size: training batch size of stage 2; ``None`` keeps the trainer's loader.
         save: keep ``warmup_model.pt`` up to date; ``False`` on the DDP ranks other than 0, which read the
             file rank 0 writes (``bundle/configs/multi_gpu_train.json``).
-        warm_start: ``"none"`` (the authors' initialisation), ``"confusion"``, ``"confident"`` or
-            ``"anchor"`` (config key ``ntm_warm_start``).
+        warm_start: ``"none"`` (the authors' initialisation), ``"confusion"``, ``"confident"``,
+            ``"interior"`` or ``"anchor"`` (config key ``ntm_warm_start``).
         learn_matrices: train the matrices in the JCAS stage (config key ``ntm_learn``); ``False`` holds
             them at their start (the warm-start estimate): measured on the synthetic set, learning them
             jointly with the network lets the rows of rare classes drift to degenerate solutions

@@ -11,6 +11,9 @@ an estimate instead (``ntm_warm_start`` in the bundle config):
   the half of its pixels with the highest ``p(a | x)``, where the prediction is most likely right, so
   that the model's own mistakes count less as label noise. ``T_A`` is the closed form
   :func:`~jcas_monai.losses.class_to_affinity_ntm` with the predicted class fractions.
+- ``"interior"``: the confident count over the pixels whose whole ``5 x 5`` neighbourhood is predicted as
+  the same class. A model errs most at the borders between classes, where a confident pixel of one class
+  may belong to its neighbour; away from them its prediction is more often the clean class.
 - ``"anchor"``: anchor points (Patrini et al., CVPR 2017, "Making deep neural networks robust to label
   noise: a loss correction approach"). The model trained on noisy labels estimates the noisy posterior
   ``p(noisy | x)``; at a pixel that is almost surely of clean class ``a`` that posterior is row ``a`` of
@@ -18,7 +21,7 @@ an estimate instead (``ntm_warm_start`` in the bundle config):
   (0.97 as in the reference code) over the training pixels. ``T_A`` is then the closed form
   :func:`~jcas_monai.losses.class_to_affinity_ntm` with the predicted class fractions.
 
-Both estimates are computed in one pass over the training data and returned; the chosen one initialises
+All estimates are computed in one pass over the training data and returned; the chosen one initialises
 the matrices.
 """
 
@@ -33,10 +36,13 @@ from ..losses.ntm import _row_normalise, class_to_affinity_ntm, pair_counts
 
 __all__ = ["WARM_START_METHODS", "estimate_ntms"]
 
-WARM_START_METHODS = ("confusion", "confident", "anchor")
+WARM_START_METHODS = ("confusion", "confident", "interior", "anchor")
 
 _ANCHOR_STRIDE = 4
 """Pixels kept per image for the anchor points and the confident pixels: every 4th row and column."""
+
+_INTERIOR_RADIUS = 2
+"""A pixel is interior when every pixel within this many rows and columns is predicted as its class."""
 
 
 def _anchor_ntm(prob: torch.Tensor, quantile: float) -> torch.Tensor:
@@ -49,13 +55,28 @@ def _anchor_ntm(prob: torch.Tensor, quantile: float) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def _confident_ntm(prob: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """``(K, K)`` counts of noisy ``label`` ``(P,)`` over the more confident half of each predicted class."""
+def _interior(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, H, W)`` bool: the pixels of the prediction ``pred`` ``(B, H, W)`` whose neighbourhood of radius
+    :data:`_INTERIOR_RADIUS` holds their class only (the image border counts as any class)."""
+    size = 2 * _INTERIOR_RADIUS + 1
+    other = torch.nn.functional.one_hot(pred, num_classes).movedim(-1, 1).float()
+    other = 1 - other  # 1 where a pixel is not of the class of the plane
+    reach = torch.nn.functional.max_pool2d(other, size, stride=1, padding=_INTERIOR_RADIUS)
+    return reach.gather(1, pred.unsqueeze(1)).squeeze(1) == 0
+
+
+def _confident_ntm(
+    prob: torch.Tensor, label: torch.Tensor, ignore_index: int, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(K, K)`` counts of noisy ``label`` ``(P,)`` over the more confident half of each predicted class,
+    among the pixels ``keep`` ``(P,)`` (all when None)."""
     num_classes = prob.shape[1]
     confidence, pred = prob.max(dim=1)
     counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     for a in range(num_classes):
         picked = (pred == a) & (label != ignore_index)
+        if keep is not None:
+            picked &= keep
         if picked.any():
             picked &= confidence >= confidence[picked].median()
             counts[a] = torch.bincount(label[picked], minlength=num_classes).double()
@@ -103,7 +124,7 @@ def estimate_ntms(
     network.eval()
     joint = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     pairs = torch.zeros(2, 2, dtype=torch.float64)
-    kept, kept_labels = [], []
+    kept, kept_labels, kept_interior = [], [], []
     try:
         for batch in batches:
             prob = network(batch["image"].to(device)).float().softmax(dim=1).cpu()
@@ -119,17 +140,23 @@ def estimate_ntms(
                 prob[:, :, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].movedim(1, -1).reshape(-1, num_classes)
             )
             kept_labels.append(label[:, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].reshape(-1))
+            interior = _interior(pred, num_classes)
+            kept_interior.append(interior[:, ::_ANCHOR_STRIDE, ::_ANCHOR_STRIDE].reshape(-1))
     finally:
         network.train(was_training)
     prob = torch.cat(kept).double()
     t_c_anchor = _anchor_ntm(prob, quantile)
-    t_c_confident = _confident_ntm(prob, torch.cat(kept_labels), ignore_index)
+    kept_labels = torch.cat(kept_labels)
+    t_c_confident = _confident_ntm(prob, kept_labels, ignore_index)
+    t_c_interior = _confident_ntm(prob, kept_labels, ignore_index, torch.cat(kept_interior))
     predicted_freq = joint.sum(dim=1)
     matrices = {
         "confusion_T_C": _row_normalise(joint),
         "confusion_T_A": _row_normalise(pairs),
         "confident_T_C": t_c_confident,
         "confident_T_A": class_to_affinity_ntm(t_c_confident, predicted_freq),
+        "interior_T_C": t_c_interior,
+        "interior_T_A": class_to_affinity_ntm(t_c_interior, predicted_freq),
         "anchor_T_C": t_c_anchor,
         "anchor_T_A": class_to_affinity_ntm(t_c_anchor, predicted_freq),
     }

@@ -52,6 +52,20 @@ def test_anchor_estimate_is_the_posterior_at_the_most_confident_pixels():
     np.testing.assert_allclose(estimates["anchor"]["T_C"], prob[:3].double(), atol=1e-6)
 
 
+def test_interior_estimate_leaves_out_the_borders_between_predicted_classes():
+    # predicted class 0 in columns 0-5, class 1 in 6-15; the labels call columns 4-5 class 1, as a model
+    # that draws the border two pixels off would see. The estimates read every 4th row and column.
+    pred = torch.zeros(16, 16, dtype=torch.long)
+    pred[:, 6:] = 1
+    label = pred.clone()
+    label[:, 4:6] = 1
+    logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(pred, K).movedim(-1, 0).float(), 0)
+    estimates = estimate_ntms(_Oracle(), [{"image": logp[None], "label": label[None, None]}], K)
+    # sampled columns 0 and 4 are predicted 0 and labelled 0 and 1; column 4 lies within 2 of the border
+    np.testing.assert_allclose(estimates["confident"]["T_C"][0], [0.5, 0.5, 0.0], atol=1e-12)
+    np.testing.assert_allclose(estimates["interior"]["T_C"][:2], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], atol=1e-12)
+
+
 def test_given_matrix_empirical_counts_the_clean_training_labels():
     clean = np.array([[[0, 0, 1, 2]]])
     noisy = np.array([[[0, 1, 1, 2]]])
