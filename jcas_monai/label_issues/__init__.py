@@ -15,9 +15,10 @@ Out-of-sample scores, K models each scoring the fold it did not train on (:mod:`
 """
 
 from .bundle import CONFIG_NAME, label_issues_parser
+from .cleanlab_reference import CleanlabReference
 from .finder import ImageResult, LabelIssueFinder
 from .folds import HELD_OUT, fold_indices, run_folds, write_fold_datalists
 from .inputs import LEARNED, load_items, model_t_c
-from .metrics import PixelCurve, auroc, average_precision, precision_at_top, spearman
+from .metrics import PixelCurve, auroc, average_precision, image_metrics, precision_at_top, spearman
 from .report import LabelIssueReport, write_previews
 from .suspicion import METHODS, SCORES, PixelSuspicion, clean_posterior, image_score, pixel_suspicion

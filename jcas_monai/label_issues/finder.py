@@ -44,6 +44,7 @@ class ImageResult:
         labelled: number of labelled (not 255) pixels.
         error: with a clean label, the pixels whose given label differs from it (labelled in both).
         evaluated: with a clean label, the pixels labelled in both.
+        probs: the class posterior ``p(c | x)`` the scores came from, ``(K, H, W)`` float32.
     """
 
     image: str
@@ -59,6 +60,7 @@ class ImageResult:
     labelled: int
     error: np.ndarray | None = None
     evaluated: np.ndarray | None = None
+    probs: np.ndarray | None = None
 
     @property
     def wrong_fraction(self) -> float | None:
@@ -207,6 +209,7 @@ class LabelIssueFinder:
             prediction=probs.argmax(0).to(torch.uint8).cpu().numpy(),
             pairs=pairs.cpu().numpy(),
             labelled=int(pixels.valid.sum()),
+            probs=probs.cpu().numpy(),
         )
         if self.clean_key is not None and self.clean_key in item:
             clean = self._read_label(item[self.clean_key], size, item["image"])

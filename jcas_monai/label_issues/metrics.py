@@ -8,7 +8,7 @@
   grow with the dataset.
 - Image level: the Spearman rank correlation of the image score with the true fraction of wrong pixels
   (Pearson correlation of the ranks, ties given their average rank), and the precision among the images
-  ranked highest (:func:`precision_at_top`).
+  ranked highest (:func:`precision_at_top`), both in :func:`image_metrics`.
 
 Undefined values (no positive or no negative, a constant input) are ``nan``.
 """
@@ -23,6 +23,7 @@ __all__ = [
     "PixelCurve",
     "auroc",
     "average_precision",
+    "image_metrics",
     "precision_at_top",
     "ranked_counts",
     "spearman",
@@ -122,3 +123,28 @@ def precision_at_top(scores: np.ndarray, targets: np.ndarray, fraction: float = 
         return math.nan
     top = np.argsort(-scores, kind="stable")[: max(1, math.ceil(round(fraction * scores.size, 9)))]
     return float(targets[top].mean())
+
+
+def image_metrics(scores: np.ndarray, wrong: np.ndarray, top_fraction: float = 0.1) -> dict:
+    """How well image ``scores`` rank the images by their true fraction of ``wrong`` pixels.
+
+    "Truly mislabelled", for the precision among the ``top_fraction`` ranked highest: ``any_wrong_pixel``
+    (an image whose given label differs from its clean one anywhere) and ``above_median`` (a wrong-pixel
+    fraction above the median, informative when every image carries noise).
+
+    Returns:
+        ``image_spearman``, ``median_wrong_fraction``, ``mislabelled_images`` (count per definition),
+        ``top_fraction`` and ``precision_at_top`` (per definition); ``nan`` where undefined.
+    """
+    scores, wrong = np.asarray(scores, dtype=np.float64), np.asarray(wrong, dtype=np.float64)
+    median = float(np.median(wrong))
+    mislabelled = {"any_wrong_pixel": wrong > 0, "above_median": wrong > median}
+    return {
+        "image_spearman": spearman(scores, wrong),
+        "median_wrong_fraction": round(median, 6),
+        "mislabelled_images": {name: int(mask.sum()) for name, mask in mislabelled.items()},
+        "top_fraction": top_fraction,
+        "precision_at_top": {
+            name: precision_at_top(scores, mask, top_fraction) for name, mask in mislabelled.items()
+        },
+    }

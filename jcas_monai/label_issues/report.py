@@ -33,8 +33,9 @@ from matplotlib.patches import Patch
 from ..data.io import read_label
 from ..noise.preview import class_legend, class_palette, display_image, write_panel_grid
 from ..transforms.save import SaveLabelMap
+from .cleanlab_reference import CleanlabReference
 from .finder import ImageResult, LabelIssueFinder
-from .metrics import PixelCurve, precision_at_top, spearman
+from .metrics import PixelCurve, image_metrics
 
 __all__ = ["CSV_NAME", "SUMMARY_NAME", "LabelIssueReport", "write_previews"]
 
@@ -74,15 +75,24 @@ def _rank(score: float, image: str) -> tuple[float, str]:
     return -_rounded(score), image
 
 
-def _finite(value: float) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), 6)
+def _finite(value: object) -> object:
+    """``value`` as ``summary.json`` holds it: floats rounded to 6 decimals, ``None`` where undefined
+    (``nan``), through nested dicts and lists."""
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 6) if np.isfinite(value) else None
+    return value
 
 
 class _Evaluation:
-    """Detection metrics against the clean labels, accumulated image by image."""
+    """Detection metrics against the clean labels, accumulated image by image; with ``cleanlab``, also
+    those of cleanlab's finder on the same probabilities."""
 
-    def __init__(self, top_fraction: float) -> None:
-        self.top_fraction, self.curve = top_fraction, PixelCurve()
+    def __init__(self, top_fraction: float, cleanlab: CleanlabReference | None = None) -> None:
+        self.top_fraction, self.curve, self.cleanlab = top_fraction, PixelCurve(), cleanlab
         self.scores: list[float] = []
         self.wrong: list[float] = []
         self.hits = self.flagged = self.errors = 0
@@ -95,29 +105,24 @@ class _Evaluation:
         self.hits += int((flagged & result.error).sum())
         self.flagged += int(flagged.sum())
         self.errors += int(result.error.sum())
+        if self.cleanlab is not None:
+            self.cleanlab.add(result)
 
     def summary(self) -> dict:
-        scores, wrong = np.array(self.scores), np.array(self.wrong)
-        median = float(np.median(wrong))
-        mislabelled = {"any_wrong_pixel": wrong > 0, "above_median": wrong > median}
         evaluated = int(self.curve.pos.sum() + self.curve.neg.sum())
-        return {
+        summary = {
             "images": len(self.scores),
-            "wrong_pixel_fraction": _finite(self.errors / max(evaluated, 1)),
-            "pixel_auroc": _finite(self.curve.auroc()),
-            "pixel_average_precision": _finite(self.curve.average_precision()),
+            "wrong_pixel_fraction": self.errors / max(evaluated, 1),
+            "pixel_auroc": self.curve.auroc(),
+            "pixel_average_precision": self.curve.average_precision(),
             "pixel_score_resolution": self.curve.resolution,
-            "flagged_pixel_precision": _finite(self.hits / self.flagged) if self.flagged else None,
-            "flagged_pixel_recall": _finite(self.hits / self.errors) if self.errors else None,
-            "image_spearman": _finite(spearman(scores, wrong)),
-            "median_wrong_fraction": round(median, 6),
-            "mislabelled_images": {name: int(mask.sum()) for name, mask in mislabelled.items()},
-            "top_fraction": self.top_fraction,
-            "precision_at_top": {
-                name: _finite(precision_at_top(scores, mask, self.top_fraction))
-                for name, mask in mislabelled.items()
-            },
+            "flagged_pixel_precision": self.hits / self.flagged if self.flagged else None,
+            "flagged_pixel_recall": self.hits / self.errors if self.errors else None,
+            **image_metrics(np.array(self.scores), np.array(self.wrong), self.top_fraction),
         }
+        if self.cleanlab is not None:
+            summary["cleanlab"] = self.cleanlab.summary(self.top_fraction)
+        return _finite(summary)
 
 
 class LabelIssueReport:
@@ -131,6 +136,12 @@ class LabelIssueReport:
             ``label_issues_previews``).
         split: the split scored, recorded in the summary.
         top_fraction: share of the images, ranked by score, whose precision is reported.
+        cleanlab: also run cleanlab's finder on the same probabilities of the images with clean labels and
+            add its detection metrics to the summary (config key ``label_issues_cleanlab``; needs cleanlab,
+            :mod:`~jcas_monai.label_issues.cleanlab_reference`).
+
+    Raises:
+        ImportError: ``cleanlab`` without cleanlab installed.
     """
 
     def __init__(
@@ -140,9 +151,13 @@ class LabelIssueReport:
         previews: int = 8,
         split: str | None = None,
         top_fraction: float = 0.1,
+        cleanlab: bool = False,
     ) -> None:
         self.out, self.class_names = Path(output_dir), list(class_names)
         self.previews, self.split, self.top_fraction = previews, split, top_fraction
+        self.cleanlab = cleanlab
+        if cleanlab:
+            CleanlabReference.check_installed()
         self.saver = SaveLabelMap(self.out, postfix="_suspicion")
 
     def _row(self, result: ImageResult) -> dict:
@@ -164,7 +179,8 @@ class LabelIssueReport:
         k = len(self.class_names)
         rows: list[dict] = []
         worst: list[ImageResult] = []
-        pairs, evaluation = np.zeros((k, k), dtype=np.int64), _Evaluation(self.top_fraction)
+        pairs = np.zeros((k, k), dtype=np.int64)
+        evaluation = _Evaluation(self.top_fraction, CleanlabReference() if self.cleanlab else None)
         flagged = labelled = 0
         for finder in finders:
             for result in finder:
