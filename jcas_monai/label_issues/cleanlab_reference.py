@@ -49,7 +49,12 @@ class CleanlabReference:
             ) from err
 
     def add(self, result: ImageResult) -> None:
-        """Keep one image scored with a clean label (``result.error`` set)."""
+        """Keep one image scored with a clean label (``result.error`` set) and its posterior."""
+        if result.probs is None:
+            raise ValueError(
+                f"{result.label}: scored without its class posterior; the cleanlab reference needs a "
+                "LabelIssueFinder with keep_probs=True (the bundle sets it from label_issues_cleanlab)"
+            )
         if self.probs and result.probs.shape != self.probs[0].shape:
             raise ValueError(
                 f"{result.label}: size {result.probs.shape[1]}x{result.probs.shape[2]}; cleanlab's "

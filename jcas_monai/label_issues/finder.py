@@ -44,7 +44,8 @@ class ImageResult:
         labelled: number of labelled (not 255) pixels.
         error: with a clean label, the pixels whose given label differs from it (labelled in both).
         evaluated: with a clean label, the pixels labelled in both.
-        probs: the class posterior ``p(c | x)`` the scores came from, ``(K, H, W)`` float32.
+        probs: the class posterior ``p(c | x)`` the scores came from, ``(K, H, W)`` float32; only when the
+            finder keeps it (``keep_probs``).
     """
 
     image: str
@@ -97,6 +98,8 @@ class LabelIssueFinder:
         clean_key: item key of a clean reference label; items with it are also evaluated.
         device: where the network runs.
         progress: show a progress bar on stderr.
+        keep_probs: attach the class posterior to every result (``ImageResult.probs``), as the cleanlab
+            reference needs (config key ``label_issues_cleanlab``).
 
     Raises:
         ValueError: an unknown method or score, ``"bayes"`` without ``t_c``, or weights that do not fit
@@ -119,6 +122,7 @@ class LabelIssueFinder:
         clean_key: str | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
+        keep_probs: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"label_issues_method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -145,7 +149,7 @@ class LabelIssueFinder:
         self.data, self.preprocessing, self.num_classes = list(data), preprocessing, num_classes
         self.t_c = None if t_c is None else torch.as_tensor(t_c, dtype=torch.float32, device=self.device)
         self.method, self.score, self.temperature, self.threshold = method, score, temperature, threshold
-        self.clean_key, self.progress = clean_key, progress
+        self.clean_key, self.progress, self.keep_probs = clean_key, progress, keep_probs
 
     def settings(self) -> dict:
         """How the labels were scored, for the report."""
@@ -209,7 +213,7 @@ class LabelIssueFinder:
             prediction=probs.argmax(0).to(torch.uint8).cpu().numpy(),
             pairs=pairs.cpu().numpy(),
             labelled=int(pixels.valid.sum()),
-            probs=probs.cpu().numpy(),
+            probs=probs.cpu().numpy() if self.keep_probs else None,
         )
         if self.clean_key is not None and self.clean_key in item:
             clean = self._read_label(item[self.clean_key], size, item["image"])

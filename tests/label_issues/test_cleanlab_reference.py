@@ -114,3 +114,22 @@ def test_without_cleanlab_the_report_says_how_to_install_it(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "cleanlab.segmentation", None)
     with pytest.raises(ImportError, match="pip install cleanlab"):
         LabelIssueReport(tmp_path, NAMES, cleanlab=True)
+
+
+def test_a_result_without_its_posterior_is_refused_naming_the_label(tmp_path):
+    pytest.importorskip("cleanlab")
+    result = _results(tmp_path)[1]
+    result.probs = None
+    with pytest.raises(ValueError, match=r"label_1\.png: scored without its class posterior.*keep_probs=True"):
+        CleanlabReference().add(result)
+
+
+@pytest.mark.parametrize("cleanlab", [False, True])
+def test_the_bundle_keeps_posteriors_only_for_the_cleanlab_reference(cleanlab):
+    from conftest import LABEL_ISSUES, TRAIN
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([TRAIN, LABEL_ISSUES])
+    parser["label_issues_cleanlab"] = cleanlab
+    assert parser.get_parsed_content("label_issues#finder#keep_probs") is cleanlab
