@@ -1,9 +1,9 @@
 """The log-det and CALC terms of the JCAS stage act on the noise transition matrices only.
 
-With the bundle default the matrices are held at their warm-start estimate (``ntm_learn: false``), so
-``stage2#calc_weight`` and ``stage2#logdet_weight`` leave the trained network bitwise unchanged. With learned
-matrices (``ntm_learn: true``, as in ``configs/ablation/calc.json`` and the paper preset) they move the
-matrices, and through the corrected losses the network.
+With the matrices held at their warm-start estimate (``ntm_learn: false``), ``stage2#calc_weight`` and
+``stage2#logdet_weight`` leave the trained network bitwise unchanged. With learned matrices (``ntm_learn:
+true``: the bundle default, ``configs/ablation/calc.json`` and the paper preset) they move the matrices, and
+through the corrected losses the network.
 """
 
 from __future__ import annotations
