@@ -22,7 +22,10 @@ an estimate instead (``ntm_warm_start`` in the bundle config):
   :func:`~jcas_monai.losses.class_to_affinity_ntm` with the predicted class fractions.
 
 All estimates are computed in one pass over the training data and returned; the chosen one initialises
-the matrices.
+the matrices. A counted row rests on the pixels the model predicts as that class; a row counted from fewer
+than ``min_pixels`` pixels (a class the warm-up model hardly predicts yet) is no estimate, and keeps the
+starting row it is given (the authors' initial row in the bundle). Counted from one or two pixels such a
+row is a unit row, and two of them can make the matrix singular, its log-det infinite.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ _ANCHOR_STRIDE = 4
 
 _INTERIOR_RADIUS = 2
 """A pixel is interior when every pixel within this many rows and columns is predicted as its class."""
+
+MIN_ROW_PIXELS = 50
+"""Default ``min_pixels`` of :func:`estimate_ntms`: the fewest counted pixels that make a row an estimate."""
+
+
+def _estimate(counts: torch.Tensor, fallback: torch.Tensor, min_pixels: int) -> torch.Tensor:
+    """Row-normalised ``counts`` ``(K, K)``; a row with fewer than ``min_pixels`` counts is ``fallback``'s."""
+    rows = counts.sum(dim=1, keepdim=True)
+    return torch.where(rows >= max(min_pixels, 1), _row_normalise(counts), fallback.double())
 
 
 def _anchor_ntm(prob: torch.Tensor, quantile: float) -> torch.Tensor:
@@ -65,7 +77,7 @@ def _interior(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     return reach.gather(1, pred.unsqueeze(1)).squeeze(1) == 0
 
 
-def _confident_ntm(
+def _confident_counts(
     prob: torch.Tensor, label: torch.Tensor, ignore_index: int, keep: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``(K, K)`` counts of noisy ``label`` ``(P,)`` over the more confident half of each predicted class,
@@ -80,7 +92,7 @@ def _confident_ntm(
         if picked.any():
             picked &= confidence >= confidence[picked].median()
             counts[a] = torch.bincount(label[picked], minlength=num_classes).double()
-    return _row_normalise(counts)
+    return counts
 
 
 def _all_reduce_mean(matrices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,6 +116,9 @@ def estimate_ntms(
     device: torch.device | str = "cpu",
     ignore_index: int = 255,
     quantile: float = 0.97,
+    start_t_c: torch.Tensor | None = None,
+    start_t_a: torch.Tensor | None = None,
+    min_pixels: int = MIN_ROW_PIXELS,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Estimate ``T_C`` and ``T_A`` of the noisy labels from a model trained on them.
 
@@ -115,11 +130,19 @@ def estimate_ntms(
         device: where the network runs.
         ignore_index: label value of pixels without supervision.
         quantile: the anchor points' quantile of ``p(noisy = a | x)``.
+        start_t_c: ``(K, K)``, the rows a counted ``T_C`` keeps where it has too few pixels (identity when
+            None).
+        start_t_a: ``(2, 2)``, the same for the counted ``T_A`` of ``"confusion"``.
+        min_pixels: the fewest counted pixels (pixel pairs for ``T_A``) that make a row an estimate.
 
     Returns:
-        ``{method: {"T_C", "T_A"}}`` for each of :data:`WARM_START_METHODS`, float64 on the CPU, rows clean,
-        columns noisy, ``T_A`` index 1 = same class.
+        ``{method: {"T_C", "T_A", "pixels"}}`` for each of :data:`WARM_START_METHODS`, float64 on the CPU,
+        rows clean, columns noisy, ``T_A`` index 1 = same class; ``pixels`` ``(K,)`` is the number of
+        pixels each row of ``T_C`` was counted from (for ``"anchor"``, the pixels predicted as the class;
+        in a distributed run, this process's pixels).
     """
+    start_t_c = torch.eye(num_classes) if start_t_c is None else torch.as_tensor(start_t_c).cpu()
+    start_t_a = torch.eye(2) if start_t_a is None else torch.as_tensor(start_t_a).cpu()
     was_training = network.training
     network.eval()
     joint = torch.zeros(num_classes, num_classes, dtype=torch.float64)
@@ -147,12 +170,17 @@ def estimate_ntms(
     prob = torch.cat(kept).double()
     t_c_anchor = _anchor_ntm(prob, quantile)
     kept_labels = torch.cat(kept_labels)
-    t_c_confident = _confident_ntm(prob, kept_labels, ignore_index)
-    t_c_interior = _confident_ntm(prob, kept_labels, ignore_index, torch.cat(kept_interior))
+    counts = {
+        "confusion": joint,
+        "confident": _confident_counts(prob, kept_labels, ignore_index),
+        "interior": _confident_counts(prob, kept_labels, ignore_index, torch.cat(kept_interior)),
+    }
+    t_c_confident = _estimate(counts["confident"], start_t_c, min_pixels)
+    t_c_interior = _estimate(counts["interior"], start_t_c, min_pixels)
     predicted_freq = joint.sum(dim=1)
     matrices = {
-        "confusion_T_C": _row_normalise(joint),
-        "confusion_T_A": _row_normalise(pairs),
+        "confusion_T_C": _estimate(joint, start_t_c, min_pixels),
+        "confusion_T_A": _estimate(pairs, start_t_a, min_pixels),
         "confident_T_C": t_c_confident,
         "confident_T_A": class_to_affinity_ntm(t_c_confident, predicted_freq),
         "interior_T_C": t_c_interior,
@@ -161,4 +189,8 @@ def estimate_ntms(
         "anchor_T_A": class_to_affinity_ntm(t_c_anchor, predicted_freq),
     }
     matrices = _all_reduce_mean(matrices)
-    return {m: {"T_C": matrices[f"{m}_T_C"], "T_A": matrices[f"{m}_T_A"]} for m in WARM_START_METHODS}
+    pixels = {m: counts.get(m, joint).sum(dim=1) for m in WARM_START_METHODS}
+    return {
+        m: {"T_C": matrices[f"{m}_T_C"], "T_A": matrices[f"{m}_T_A"], "pixels": pixels[m]}
+        for m in WARM_START_METHODS
+    }

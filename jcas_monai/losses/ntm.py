@@ -92,16 +92,18 @@ class NoiseTransitionMatrix(nn.Module):
         t = self.eye + torch.sigmoid(self.weight) * (1 - self.eye)
         return t / t.sum(dim=1, keepdim=True)
 
+    def default_matrix(self) -> torch.Tensor:
+        """The authors' starting matrix ``I + sigmoid(init) (1 - I)``, rows divided by their sums."""
+        initial = self.eye + torch.sigmoid(torch.tensor(self.init)) * (1 - self.eye)
+        return initial / initial.sum(dim=1, keepdim=True)
+
     @torch.no_grad()
     def reset_parameters(self, matrix: torch.Tensor | None = None) -> None:
         """Set ``w`` to its initial value again, or, with ``matrix`` ``(K, K)`` (row-stochastic), so that the
         module returns ``matrix``: exactly in the softmax form (entries floored at 1e-6); in the authors'
         form through ``sigmoid(w_ab) = T_ab / T_aa``, clipped to ``[1e-4, 1 - 1e-4]``, which is only
         exact for rows whose diagonal entry is the largest. A fixed matrix stays fixed."""
-        if matrix is None:
-            initial = self.eye + torch.sigmoid(torch.tensor(self.init)) * (1 - self.eye)
-            matrix = initial / initial.sum(dim=1, keepdim=True)
-        matrix = torch.as_tensor(matrix).to(self.weight)
+        matrix = torch.as_tensor(self.default_matrix() if matrix is None else matrix).to(self.weight)
         if self.form == "softmax":
             self.weight.copy_(matrix.clamp_min(1e-6).log())
         else:

@@ -60,10 +60,73 @@ def test_interior_estimate_leaves_out_the_borders_between_predicted_classes():
     label = pred.clone()
     label[:, 4:6] = 1
     logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(pred, K).movedim(-1, 0).float(), 0)
-    estimates = estimate_ntms(_Oracle(), [{"image": logp[None], "label": label[None, None]}], K)
+    batch = {"image": logp[None], "label": label[None, None]}
+    estimates = estimate_ntms(_Oracle(), [batch], K, min_pixels=1)  # rows from 8 pixels count here
     # sampled columns 0 and 4 are predicted 0 and labelled 0 and 1; column 4 lies within 2 of the border
     np.testing.assert_allclose(estimates["confident"]["T_C"][0], [0.5, 0.5, 0.0], atol=1e-12)
     np.testing.assert_allclose(estimates["interior"]["T_C"][:2], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], atol=1e-12)
+
+
+def _rare_classes_batch() -> dict[str, torch.Tensor]:
+    """A model that predicts class 0 over a 32 x 32 image (labelled 0 or 1 by halves) except for two anchor
+    grid pixels, one predicted 1 and one predicted 2, both labelled 2: as a warm-up model that has
+    hardly begun to predict the rare classes."""
+    pred = torch.zeros(32, 32, dtype=torch.long)
+    pred[0, 0], pred[0, 4] = 1, 2
+    label = torch.zeros(32, 32, dtype=torch.long)
+    label[:, 16:] = 1
+    label[0, 0] = label[0, 4] = 2
+    logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(pred, K).movedim(-1, 0).float(), 0)
+    return {"image": logp[None], "label": label[None, None]}
+
+
+def test_rows_from_too_few_pixels_keep_the_start_row():
+    start = NoiseTransitionMatrix(K).default_matrix().double()
+    counted = estimate_ntms(_Oracle(), [_rare_classes_batch()], K, min_pixels=1)
+    estimates = estimate_ntms(_Oracle(), [_rare_classes_batch()], K, start_t_c=start, min_pixels=2)
+    for method in ("confusion", "confident"):
+        # counted, rows 1 and 2 are both the unit row of label 2: a singular matrix
+        assert torch.linalg.matrix_rank(counted[method]["T_C"]) < K
+        np.testing.assert_allclose(counted[method]["T_C"][1:, 2], [1.0, 1.0])
+        # with two pixels needed, they keep the start rows; row 0 (class 0, labelled 0 or 1) stays counted
+        torch.testing.assert_close(estimates[method]["T_C"][1:], start[1:])
+        torch.testing.assert_close(estimates[method]["T_C"][0], counted[method]["T_C"][0])
+        assert torch.linalg.matrix_rank(estimates[method]["T_C"]) == K
+    assert estimates["confusion"]["pixels"].tolist() == [32 * 32 - 2, 1, 1]
+    # the 62 other anchor grid pixels, equally confident, so all at or above their median confidence
+    assert estimates["confident"]["pixels"].tolist() == [62, 1, 1]
+    np.testing.assert_allclose(estimates["confusion"]["T_C"][0], [0.5, 0.5, 0.0], atol=2e-3)
+
+
+def test_stage_switch_starts_from_the_default_matrix_when_the_estimate_is_singular(tmp_path):
+    from types import SimpleNamespace
+
+    from ignite.engine import Engine
+
+    from jcas_monai.engines import JCASStages
+    from jcas_monai.losses import JCASLoss
+
+    # label 1 where class 1 is predicted and where class 2 is: rows 1 and 2 of the estimate are equal
+    pred = torch.zeros(8, 256, dtype=torch.long)
+    pred[:, 100:150], pred[:, 150:200] = 1, 2
+    label = torch.where(pred == 2, 1, pred)
+    logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(pred, K).movedim(-1, 0).float(), 0)
+    loss = JCASLoss(K, class_freq=[0.4, 0.3, 0.3])
+    stages = JCASStages(
+        loss,
+        _Network(),
+        torch.optim.SGD(_Network().parameters(), lr=0.1),
+        Engine(lambda e, b: None),
+        2,
+        {"class_correction": True},
+        tmp_path,
+        warm_start="confusion",
+    )
+    batches = [{"image": logp[None], "label": label[None, None]}]
+    assert torch.linalg.matrix_rank(estimate_ntms(_Oracle(), batches, K)["confusion"]["T_C"]) < K
+    stages.epoch_started(SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=batches)))
+    torch.testing.assert_close(loss.t_c(), loss.t_c.default_matrix(), atol=1e-6, rtol=0)
+    assert torch.isfinite(torch.linalg.slogdet(loss.t_c()).logabsdet)
 
 
 def test_given_matrix_empirical_counts_the_clean_training_labels():
