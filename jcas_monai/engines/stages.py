@@ -113,6 +113,11 @@ class JCASStages:
             (``docs/matrices.md``).
         reset_optimizer: clear ``optimizer``'s running state at the switch, as a fresh stage-2 script
             does (config key ``stage2_reset_optimizer``); ``False`` keeps the moments of the warm-up.
+        warmup_selection: the warm-up weights the JCAS stage starts from: ``"best"``, those of the best
+            validation epoch (``warmup_model.pt``), or ``"last"``, those of the last warm-up epoch (the
+            trained weights as they are; ``warmup_model.pt`` then holds the last validated ones). The
+            bundle passes the resolved ``model_selection``: validation labels as noisy as the training
+            labels make the best epoch a draw (``docs/reproduce.md`` section 6).
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class JCASStages:
         warm_start: str = "none",
         learn_matrices: bool = True,
         reset_optimizer: bool = True,
+        warmup_selection: str = "best",
     ) -> None:
         if warm_start not in ("none", *WARM_START_METHODS):
             raise ValueError(
@@ -151,7 +157,7 @@ class JCASStages:
         self.stage2_batch_size = None if stage2_batch_size is None else int(stage2_batch_size)
         self.stage, self.save = 1, save
         self.warmup_best = BestModelSaver(
-            network, save_dir, "warmup_model.pt", enabled=lambda: self.stage == 1
+            network, save_dir, "warmup_model.pt", enabled=lambda: self.stage == 1, mode=warmup_selection
         )
         self.logger = logging.getLogger(__name__)
 
@@ -193,7 +199,9 @@ class JCASStages:
     def _start_jcas_stage(self, engine: Engine) -> None:
         path = self.warmup_best.path
         device = next(self.network.parameters()).device
-        if path.is_file():
+        if self.warmup_best.mode == "last":
+            print("JCAS stage starts from the weights of the last warm-up epoch (model_selection last)")
+        elif path.is_file():
             self.network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
             print(
                 f"JCAS stage starts from the best warm-up weights {path} (key metric {self.warmup_best.best:.4f})"

@@ -109,7 +109,8 @@ def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
 
 def test_default_model_selection_follows_the_validation_labels(tiny_dataset, tmp_path):
     """``model_selection: auto``: the embedded dataset marks its validation labels clean (best epoch kept); the same
-    datalist without ``clean_label`` on the validation items, as a user's own, keeps the last epoch."""
+    datalist without ``clean_label`` on the validation items, as a user's own, keeps the last epoch, and the JCAS
+    stage starts from the last warm-up epoch rather than the best one against those labels."""
     data = json.loads((tiny_dataset / "datalist.json").read_text())
     assert all(item["clean_label"] == item["label"] for item in data["validation"])
     for item in data["validation"]:
@@ -121,3 +122,4 @@ def test_default_model_selection_follows_the_validation_labels(tiny_dataset, tmp
         parser.read_config(TRAIN)
         parser.update({"bundle_root": str(BUNDLE), "datalist": str(datalist), "output_dir": str(tmp_path), **TINY})
         assert parser.get_parsed_content("validate#best_model").mode == expected
+        assert parser.get_parsed_content("train#stages").warmup_best.mode == expected

@@ -129,6 +129,33 @@ def test_stage_switch_starts_from_the_default_matrix_when_the_estimate_is_singul
     assert torch.isfinite(torch.linalg.slogdet(loss.t_c()).logabsdet)
 
 
+@pytest.mark.parametrize("selection", ["best", "last"])
+def test_stage_switch_starts_from_the_best_or_the_last_warm_up_weights(tmp_path, selection):
+    from types import SimpleNamespace
+
+    from ignite.engine import Engine
+
+    from jcas_monai.engines import JCASStages
+    from jcas_monai.losses import JCASLoss
+
+    network = _Network()
+    stages = JCASStages(
+        JCASLoss(K),
+        network,
+        torch.optim.SGD(network.parameters(), lr=0.1),
+        Engine(lambda e, b: None),
+        2,
+        {"class_correction": True},
+        tmp_path,
+        warmup_selection=selection,
+    )
+    torch.save({"unused": torch.ones(1)}, tmp_path / "warmup_model.pt")  # the best epoch's weights
+    with torch.no_grad():
+        network.unused.fill_(5.0)  # the last epoch's weights
+    stages.epoch_started(SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=[])))
+    assert network.unused.item() == (1.0 if selection == "best" else 5.0)
+
+
 def test_given_matrix_empirical_counts_the_clean_training_labels():
     clean = np.array([[[0, 0, 1, 2]]])
     noisy = np.array([[[0, 1, 1, 2]]])
