@@ -81,11 +81,12 @@ class JCASStages:
     :class:`~jcas_monai.losses.BranchLoss` from its cross-entropy warm-up to its own loss).
 
     Attach to the trainer. While in stage 1 it keeps the best weights by the evaluator's key metric in
-    ``<save_dir>/warmup_model.pt``; when epoch ``warmup_epochs + 1`` starts it loads them, re-initialises
-    the matrices (with ``warm_start``, to the estimate of the warm-up model over the training data, see
-    :func:`~jcas_monai.engines.estimate_ntms`; rows counted from too few pixels keep the default row, and
-    a matrix whose condition number exceeds :data:`MAX_START_COND` starts from the default), clears the optimisers' running state (with
-    ``reset_optimizer``) and applies ``stage2`` to the loss. With ``stage2_batch_size`` the trainer's data
+    ``<save_dir>/warmup_model.pt`` (the last validated ones with ``warmup_selection="last"``); when epoch
+    ``warmup_epochs + 1`` starts it loads the best ones (with ``"last"`` it goes on from the weights as they
+    are), re-initialises the matrices (with ``warm_start``, to the estimate of the warm-up model over the
+    training data, see :func:`~jcas_monai.engines.estimate_ntms`; rows counted from too few pixels keep the
+    default row, and a matrix whose condition number exceeds :data:`MAX_START_COND` starts from the
+    default), clears the optimisers' running state (with ``reset_optimizer``) and applies ``stage2`` to the loss. With ``stage2_batch_size`` the trainer's data
     loader is replaced by one of that batch size over the same dataset and sampler from the first stage-2
     epoch on (also when a run resumes in stage 2), and the epoch length follows. Its own state (the best
     warm-up metric) is part of the checkpoint through ``state_dict``.

@@ -99,11 +99,6 @@ def test_rows_from_too_few_pixels_keep_the_start_row():
 
 
 def test_stage_switch_starts_from_the_default_matrix_when_the_estimate_is_singular(tmp_path):
-    from types import SimpleNamespace
-
-    from ignite.engine import Engine
-
-    from jcas_monai.engines import JCASStages
     from jcas_monai.losses import JCASLoss
 
     # label 1 where class 1 is predicted and where class 2 is: rows 1 and 2 of the estimate are equal
@@ -112,47 +107,22 @@ def test_stage_switch_starts_from_the_default_matrix_when_the_estimate_is_singul
     label = torch.where(pred == 2, 1, pred)
     logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(pred, K).movedim(-1, 0).float(), 0)
     loss = JCASLoss(K, class_freq=[0.4, 0.3, 0.3])
-    stages = JCASStages(
-        loss,
-        _Network(),
-        torch.optim.SGD(_Network().parameters(), lr=0.1),
-        Engine(lambda e, b: None),
-        2,
-        {"class_correction": True},
-        tmp_path,
-        warm_start="confusion",
-    )
     batches = [{"image": logp[None], "label": label[None, None]}]
     assert torch.linalg.matrix_rank(estimate_ntms(_Oracle(), batches, K)["confusion"]["T_C"]) < K
-    stages.epoch_started(SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=batches)))
+    _switch_stage(loss, _Network(), tmp_path, batches, warm_start="confusion")
     torch.testing.assert_close(loss.t_c(), loss.t_c.default_matrix(), atol=1e-6, rtol=0)
     assert torch.isfinite(torch.linalg.slogdet(loss.t_c()).logabsdet)
 
 
 @pytest.mark.parametrize("selection", ["best", "last"])
 def test_stage_switch_starts_from_the_best_or_the_last_warm_up_weights(tmp_path, selection):
-    from types import SimpleNamespace
-
-    from ignite.engine import Engine
-
-    from jcas_monai.engines import JCASStages
     from jcas_monai.losses import JCASLoss
 
     network = _Network()
-    stages = JCASStages(
-        JCASLoss(K),
-        network,
-        torch.optim.SGD(network.parameters(), lr=0.1),
-        Engine(lambda e, b: None),
-        2,
-        {"class_correction": True},
-        tmp_path,
-        warmup_selection=selection,
-    )
     torch.save({"unused": torch.ones(1)}, tmp_path / "warmup_model.pt")  # the best epoch's weights
     with torch.no_grad():
         network.unused.fill_(5.0)  # the last epoch's weights
-    stages.epoch_started(SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=[])))
+    _switch_stage(JCASLoss(K), network, tmp_path, [], warmup_selection=selection)
     assert network.unused.item() == (1.0 if selection == "best" else 5.0)
 
 
@@ -217,33 +187,32 @@ class _Network(_Oracle):
         self.unused = torch.nn.Parameter(torch.zeros(1))
 
 
-@pytest.mark.parametrize("learn", [False, True])
-def test_stage_switch_warm_starts_and_holds_or_learns_the_matrices(tmp_path, learn):
+def _switch_stage(loss, network, save_dir, batches, **kwargs):
+    """Build :class:`JCASStages` (two warm-up epochs, class correction after) and start epoch 3 on
+    ``batches``; returns the stages."""
     from types import SimpleNamespace
 
     from ignite.engine import Engine
 
     from jcas_monai.engines import JCASStages
+
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    stages = JCASStages(
+        loss, network, optimizer, Engine(lambda e, b: None), 2, {"class_correction": True}, save_dir, **kwargs
+    )
+    stages.epoch_started(SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=batches)))
+    return stages
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_stage_switch_warm_starts_and_holds_or_learns_the_matrices(tmp_path, learn):
     from jcas_monai.losses import JCASLoss
 
     pred, noisy, batches = _batches(1)
     loss = JCASLoss(K, class_freq=[0.4, 0.3, 0.3])
-    network = _Network()
     ntm_optimizer = torch.optim.Adam(loss.parameters(), lr=0.05)
-    stages = JCASStages(
-        loss,
-        network,
-        torch.optim.SGD(network.parameters(), lr=0.1),
-        Engine(lambda e, b: None),
-        2,
-        {"class_correction": True},
-        tmp_path,
-        matrix_optimizer=ntm_optimizer,
-        warm_start="confusion",
-        learn_matrices=learn,
-    )
-    trainer = SimpleNamespace(state=SimpleNamespace(epoch=3, dataloader=batches))
-    stages.epoch_started(trainer)
+    options = {"matrix_optimizer": ntm_optimizer, "warm_start": "confusion", "learn_matrices": learn}
+    stages = _switch_stage(loss, _Network(), tmp_path, batches, **options)
     expected = empirical_class_ntm(pred, noisy, K).float()
     torch.testing.assert_close(loss.t_c(), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(loss.t_c.initial, expected, atol=1e-5, rtol=0)
