@@ -21,4 +21,12 @@ from .folds import HELD_OUT, fold_indices, run_folds, write_fold_datalists
 from .inputs import LEARNED, load_items, model_t_c
 from .metrics import PixelCurve, auroc, average_precision, image_metrics, precision_at_top, spearman
 from .report import LabelIssueReport, write_previews
-from .suspicion import METHODS, SCORES, PixelSuspicion, clean_posterior, image_score, pixel_suspicion
+from .suspicion import (
+    METHODS,
+    SCORES,
+    PixelSuspicion,
+    boundary_band,
+    clean_posterior,
+    image_score,
+    pixel_suspicion,
+)

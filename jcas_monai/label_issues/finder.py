@@ -92,8 +92,11 @@ class LabelIssueFinder:
         num_classes: ``K``.
         t_c: ``(K, K)`` class-level noise transition matrix, rows clean (``None``: the model has none).
         method: ``"bayes"`` (needs ``t_c``) or ``"softmax"`` (config key ``label_issues_method``).
-        score: ``"mean"`` or ``"softmin"`` (config key ``label_issues_score``).
+        score: ``"mean"``, ``"interior"`` or ``"softmin"`` (config key ``label_issues_score``; see
+            :func:`~jcas_monai.label_issues.image_score`).
         temperature: of the ``"softmin"`` score.
+        band: width in pixels of the predicted boundary band the ``"interior"`` score leaves out (config
+            key ``label_issues_band``).
         threshold: suspicion above which a pixel is flagged (config key ``label_issues_threshold``).
         clean_key: item key of a clean reference label; items with it are also evaluated.
         device: where the network runs.
@@ -118,6 +121,7 @@ class LabelIssueFinder:
         method: str = "bayes",
         score: str = "mean",
         temperature: float = 0.1,
+        band: int = 2,
         threshold: float = 0.5,
         clean_key: str | None = None,
         device: str | torch.device = "cpu",
@@ -128,6 +132,8 @@ class LabelIssueFinder:
             raise ValueError(f"label_issues_method must be one of {', '.join(METHODS)}; got {method!r}")
         if score not in SCORES:
             raise ValueError(f"label_issues_score must be one of {', '.join(SCORES)}; got {score!r}")
+        if band < 0:
+            raise ValueError(f"label_issues_band must be >= 0 (pixels), got {band}")
         if method == "bayes" and t_c is None:
             raise ValueError(
                 "label_issues_method 'bayes' needs the model's T_C (config key label_issues_t_c), and this model "
@@ -149,6 +155,7 @@ class LabelIssueFinder:
         self.data, self.preprocessing, self.num_classes = list(data), preprocessing, num_classes
         self.t_c = None if t_c is None else torch.as_tensor(t_c, dtype=torch.float32, device=self.device)
         self.method, self.score, self.temperature, self.threshold = method, score, temperature, threshold
+        self.band = band
         self.clean_key, self.progress, self.keep_probs = clean_key, progress, keep_probs
 
     def settings(self) -> dict:
@@ -158,6 +165,7 @@ class LabelIssueFinder:
             "method": self.method,
             "score": self.score,
             "temperature": self.temperature,
+            "band": self.band,
             "threshold": self.threshold,
             "T_C": None if self.t_c is None else self.t_c.double().cpu().tolist(),
         }
@@ -198,19 +206,22 @@ class LabelIssueFinder:
             torch.softmax(logits.float(), dim=1), size=size, mode="bilinear", align_corners=False
         )[0]
         pixels = pixel_suspicion(probs, label, self.method, self.t_c)
+        prediction = probs.argmax(0)
         flagged = (pixels.suspicion > self.threshold) & pixels.valid
         k = self.num_classes
         pairs = torch.bincount(label[flagged] * k + pixels.likely[flagged], minlength=k * k).view(k, k)
         result = ImageResult(
             image=item["image"],
             label=item["label"],
-            score=image_score(pixels.suspicion, pixels.valid, self.score, self.temperature),
+            score=image_score(
+                pixels.suspicion, pixels.valid, self.score, self.temperature, prediction, self.band
+            ),
             flagged_fraction=float(flagged.sum() / pixels.valid.sum().clamp_min(1)),
             likely_true_class=int(pairs.sum(0).argmax()) if flagged.any() else None,
             suspicion=pixels.suspicion.float().cpu().numpy(),
             flagged=flagged.cpu().numpy(),
             likely=pixels.likely.to(torch.uint8).cpu().numpy(),
-            prediction=probs.argmax(0).to(torch.uint8).cpu().numpy(),
+            prediction=prediction.to(torch.uint8).cpu().numpy(),
             pairs=pairs.cpu().numpy(),
             labelled=int(pixels.valid.sum()),
             probs=probs.cpu().numpy() if self.keep_probs else None,

@@ -52,7 +52,7 @@ def write_fold_datalists(
 ) -> list[Path]:
     """Write ``<out>/folds/fold_<i>/datalist.json`` for every fold (see the module docstring); returns the
     paths."""
-    datalist, out = Path(datalist), Path(out)
+    datalist, out = Path(datalist).resolve(), Path(out)
     data = json.loads(datalist.read_text())
     splits = {key: load_split(datalist, key) for key, value in data.items() if isinstance(value, list)}
     fixed = {key: value for key, value in data.items() if key not in splits}

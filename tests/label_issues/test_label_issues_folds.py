@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,19 @@ def test_fold_datalists_hold_out_each_training_item_once(tiny_dataset, tmp_path)
         assert len(data["validation"]) == len(source["validation"]) and data["labels"] == source["labels"]
         held_out += sorted(fold)
     assert sorted(held_out) == sorted(everything)
+
+
+def test_fold_datalists_name_absolute_paths_from_a_relative_datalist(tiny_dataset, tmp_path, monkeypatch):
+    # a datalist given relative to the working directory, with paths relative to the datalist's folder
+    # (as the noise command writes them); the fold datalists live elsewhere and must still find the files
+    monkeypatch.chdir(tiny_dataset.parent)
+    paths = write_fold_datalists(Path(tiny_dataset.name) / "datalist.json", tmp_path / "study", 2)
+    for path in paths:
+        data = json.loads(path.read_text())
+        for split in ("training", HELD_OUT, "validation"):
+            for item in data[split]:
+                assert Path(item["image"]).is_absolute() and Path(item["image"]).is_file()
+                assert Path(item["label"]).is_absolute() and Path(item["label"]).is_file()
 
 
 def test_two_folds_train_score_and_resume(tiny_dataset, tmp_path, capsys):

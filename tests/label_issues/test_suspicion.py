@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from jcas_monai.label_issues import clean_posterior, image_score, pixel_suspicion
+from jcas_monai.label_issues import boundary_band, clean_posterior, image_score, pixel_suspicion
 
 # p(c | x) of one pixel and a T_C (rows clean, columns noisy), the case worked out by hand below
 PROBS = torch.tensor([0.6, 0.3, 0.1])
@@ -94,3 +95,48 @@ def test_image_scores():
     assert image_score(spread, every) == pytest.approx(image_score(region, every))
     assert image_score(region, every, "softmin") > image_score(spread, every, "softmin")
     assert image_score(suspicion, torch.zeros(3, dtype=torch.bool)) == 0.0
+
+
+def _band_by_offsets(prediction: np.ndarray, width: int) -> np.ndarray:
+    """Dense reference: a pixel is in the band when some pixel of another class lies within ``width`` in
+    every axis."""
+    band = np.zeros(prediction.shape, dtype=bool)
+    for index in np.ndindex(prediction.shape):
+        window = tuple(slice(max(i - width, 0), i + width + 1) for i in index)
+        band[index] = (prediction[window] != prediction[index]).any()
+    return band
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (5, 6, 7)])
+@pytest.mark.parametrize("width", [0, 1, 2, 3])
+def test_boundary_band_matches_a_dense_reference(shape, width):
+    rng = np.random.default_rng(width)
+    prediction = (rng.random(shape) < 0.15).astype(np.int64) + 2 * (rng.random(shape) < 0.1)
+    band = boundary_band(torch.from_numpy(prediction), width)
+    assert band.dtype == torch.bool and band.shape == shape
+    assert np.array_equal(band.numpy(), _band_by_offsets(prediction, width))
+    with pytest.raises(ValueError, match="label_issues_band"):
+        boundary_band(torch.from_numpy(prediction), -1)
+
+
+def test_interior_score_leaves_out_doubt_on_the_predicted_boundary():
+    # a predicted 10 x 10 square: a clean image with doubt 0.5 on the 80 pixels along its outline, and
+    # an image with the same total doubt on 40 wrong pixels 4 rows away from the square
+    prediction = torch.zeros(20, 20, dtype=torch.long)
+    prediction[5:15, 5:15] = 1
+    valid = torch.ones(20, 20, dtype=torch.bool)
+    outline = boundary_band(prediction, 1).double() * 0.5
+    assert int((outline > 0).sum()) == 36 + 44
+    away = torch.zeros(20, 20, dtype=torch.float64)
+    away[18:20] = 1.0
+    assert image_score(outline, valid) == pytest.approx(image_score(away, valid))
+    assert image_score(outline, valid, "interior", prediction=prediction, band=1) == 0.0
+    assert image_score(outline, valid, "interior", prediction=prediction) == 0.0
+    assert image_score(away, valid, "interior", prediction=prediction) == pytest.approx(0.1)
+    # a band reaching the last row (5 rows below the square) takes the wrong rows too
+    assert image_score(away, valid, "interior", prediction=prediction, band=5) == 0.0
+    # the sum over kept pixels is divided by all labelled pixels; ignore pixels count in neither
+    valid[19] = False
+    assert image_score(away, valid, "interior", prediction=prediction) == pytest.approx(20 / 380)
+    with pytest.raises(ValueError, match="interior"):
+        image_score(away, valid, "interior")
