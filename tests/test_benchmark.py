@@ -19,7 +19,7 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train
 
 
 def _tiny_paper_setting():
-    setting = paper_setting(depth=18, width=4)
+    setting = paper_setting(depth=18, width=8)
     setting["network"].update(
         affinity_channels=[8, 16], grid_size=[8, 8], eval_grid_size=[4, 4], head_dilations=[1, 2]
     )
@@ -37,7 +37,7 @@ def report():
             "crop_size": [48, 64],
             "grid_size": [6, 8],
             "batch_size": 2,
-            "backbone#width": 4,
+            "backbone#width": 8,
         },
         train_warmup=0,
         bundle_train_iterations=1,

@@ -23,7 +23,7 @@ from monai.bundle import ConfigParser
 
 from jcas_monai.benchmark.dense import dense_dar_and_affinity_bce
 from jcas_monai.losses import AffinityBCELoss, NoiseTransitionMatrix, class_frequencies
-from jcas_monai.networks import DAR
+from jcas_monai.networks import DAR, place_network
 from jcas_monai.transforms import AffinityLabel
 
 __all__ = [
@@ -163,10 +163,14 @@ def _instantiate(config: dict[str, Any], **kwargs: Any) -> Any:
     return ConfigParser({"x": {**copy.deepcopy(config), **kwargs}}).get_parsed_content("x")
 
 
-def _network(setting: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """The network of ``setting`` on ``device``, in the setting's memory format (as the bundle places it)."""
+def _network(setting: dict[str, Any], device: torch.device, training: bool) -> torch.nn.Module:
+    """The network of ``setting`` on ``device``, in the setting's memory format, placed as the bundle places it:
+    for training through :func:`~jcas_monai.networks.place_network`, for inference directly."""
     memory_format = getattr(torch, setting.get("memory_format", "contiguous_format"))
-    return _instantiate(setting["network"]).to(device, memory_format=memory_format)
+    network = _instantiate(setting["network"])
+    if training:
+        return place_network(network, device, memory_format).train()
+    return network.to(device, memory_format=memory_format).eval()
 
 
 def _blob_labels(batch: int, size: tuple[int, int], num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -192,7 +196,7 @@ def make_train_step(setting: dict[str, Any], device: torch.device, seed: int = 0
     label = _blob_labels(setting["batch_size"], size, num_classes, gen)
     affinity = torch.stack([AffinityLabel(num_classes, net_cfg["grid_size"])(lab) for lab in label])
     class_freq = class_frequencies(label, num_classes, IGNORE_INDEX).tolist()
-    network = _network(setting, device).train()
+    network = _network(setting, device, training=True)
     loss_fn = _instantiate(setting["loss"], class_freq=class_freq).to(device)
     params = [p for p in network.parameters() if p.requires_grad] + list(loss_fn.parameters())
     optimizer = _instantiate(setting["optimizer"], params=params)
@@ -227,7 +231,7 @@ def make_inference(
     if runtime not in INFERENCE_RUNTIMES:
         raise ValueError(f"unknown inference runtime {runtime!r}, expected one of {INFERENCE_RUNTIMES}")
     torch.manual_seed(0)
-    network = _network(setting, device).eval()
+    network = _network(setting, device, training=False)
     image = torch.randn(1, setting["in_channels"], *size, device=device)
     if runtime == "onnxruntime":
         return _onnxruntime_inference(network, image)
