@@ -27,6 +27,7 @@ from .suspicion import (
     PixelSuspicion,
     boundary_band,
     clean_posterior,
+    expected_suspicion,
     image_score,
     pixel_suspicion,
 )

@@ -20,7 +20,7 @@ from monai.utils import convert_to_tensor
 from tqdm import tqdm
 
 from ..data.io import IGNORE_INDEX, read_label
-from .suspicion import METHODS, SCORES, image_score, pixel_suspicion
+from .suspicion import METHODS, SCORES, expected_suspicion, image_score, pixel_suspicion
 
 __all__ = ["ImageResult", "LabelIssueFinder"]
 
@@ -92,7 +92,7 @@ class LabelIssueFinder:
         num_classes: ``K``.
         t_c: ``(K, K)`` class-level noise transition matrix, rows clean (``None``: the model has none).
         method: ``"bayes"`` (needs ``t_c``) or ``"softmax"`` (config key ``label_issues_method``).
-        score: ``"mean"``, ``"interior"`` or ``"softmin"`` (config key ``label_issues_score``; see
+        score: ``"mean"``, ``"interior"``, ``"excess"`` or ``"softmin"`` (config key ``label_issues_score``; see
             :func:`~jcas_monai.label_issues.image_score`).
         temperature: of the ``"softmin"`` score.
         band: width in pixels of the predicted boundary band the ``"interior"`` score leaves out (config
@@ -214,7 +214,13 @@ class LabelIssueFinder:
             image=item["image"],
             label=item["label"],
             score=image_score(
-                pixels.suspicion, pixels.valid, self.score, self.temperature, prediction, self.band
+                pixels.suspicion,
+                pixels.valid,
+                self.score,
+                self.temperature,
+                prediction,
+                self.band,
+                expected_suspicion(probs),
             ),
             flagged_fraction=float(flagged.sum() / pixels.valid.sum().clamp_min(1)),
             likely_true_class=int(pairs.sum(0).argmax()) if flagged.any() else None,

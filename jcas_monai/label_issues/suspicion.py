@@ -21,6 +21,12 @@ Per image (:func:`image_score`):
   meet, a model is unsure of the exact outline in every image, so doubt there is spread over clean images
   as much as over wrong ones; a wrong outline or a wrong pixel away from the predicted boundaries is not.
   Under ellipse noise this ranks clean images with much instrument outline below lightly noisy ones;
+- ``"excess"``: the suspicion in excess of what the model's own uncertainty predicts, summed over
+  labelled pixels and divided by their number: ``max(0, s - e)`` with ``e = 1 - sum_c p(c | x)^2``, the
+  suspicion a label drawn from ``p(c | x)`` itself would get on average (:func:`expected_suspicion`).
+  Where the model is torn between two classes (an outline), any label is doubted as much as expected and
+  adds nothing; a label the model confidently contradicts adds almost 1. Unlike ``"interior"`` it needs
+  no band, so thin structures keep their errors;
 - ``"softmin"``: cleanlab's soft-min of the per-pixel label quality ``1 - suspicion``, which weights each
   pixel by ``softmax(suspicion / temperature)`` and so ranks an image with one wrong region above one with
   the same total spread thinly.
@@ -41,6 +47,7 @@ __all__ = [
     "PixelSuspicion",
     "boundary_band",
     "clean_posterior",
+    "expected_suspicion",
     "image_score",
     "pixel_suspicion",
 ]
@@ -48,7 +55,7 @@ __all__ = [
 METHODS = ("bayes", "softmax")
 """Pixel detectors (config key ``label_issues_method``)."""
 
-SCORES = ("mean", "interior", "softmin")
+SCORES = ("mean", "interior", "excess", "softmin")
 """Image scores (config key ``label_issues_score``)."""
 
 
@@ -106,6 +113,18 @@ def pixel_suspicion(
     return PixelSuspicion(suspicion.clamp(0, 1).masked_fill(~valid, 0), likely, valid)
 
 
+def expected_suspicion(probs: torch.Tensor) -> torch.Tensor:
+    """``1 - sum_c p(c | x)^2`` per pixel: the mean ``1 - p(l | x)`` of a label ``l`` drawn from ``p(c | x)``.
+
+    Args:
+        probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
+
+    Returns:
+        ``(*S)``, in ``[0, 1 - 1/K]``.
+    """
+    return 1 - probs.square().sum(0)
+
+
 def boundary_band(prediction: torch.Tensor, width: int) -> torch.Tensor:
     """Pixels within ``width`` pixels (chessboard distance) of a pixel of another class.
 
@@ -133,6 +152,7 @@ def image_score(
     temperature: float = 0.1,
     prediction: torch.Tensor | None = None,
     band: int = 2,
+    expected: torch.Tensor | None = None,
 ) -> float:
     """One number per image, higher meaning more likely mislabelled; 0 for an image without labelled pixels.
 
@@ -140,11 +160,13 @@ def image_score(
         suspicion: per-pixel suspicion, ``(H, W)`` or ``(D, H, W)``.
         valid: pixels that count (the labelled ones), same shape.
         kind: ``"mean"``: the mean suspicion; ``"interior"``: the suspicion summed outside the
-            :func:`boundary_band` of ``prediction``, over the number of valid pixels; ``"softmin"``:
+            :func:`boundary_band` of ``prediction``, over the number of valid pixels; ``"excess"``: the mean
+            of ``max(0, suspicion - expected)``; ``"softmin"``:
             ``1 -`` cleanlab's soft-min label quality, ``sum_i s_i softmax(s / temperature)_i``.
         temperature: of ``"softmin"`` (cleanlab's default 0.1); smaller approaches the largest suspicion.
         prediction: the model's predicted label map, same shape (``"interior"`` only).
         band: width in pixels of the boundary band ``"interior"`` leaves out.
+        expected: the per-pixel :func:`expected_suspicion`, same shape (``"excess"`` only).
     """
     s = suspicion[valid].double()
     if s.numel() == 0:
@@ -156,4 +178,8 @@ def image_score(
             raise ValueError("label_issues_score 'interior' needs the predicted label map")
         kept = valid & ~boundary_band(prediction, band)
         return float(suspicion[kept].double().sum() / s.numel())
+    if kind == "excess":
+        if expected is None:
+            raise ValueError("label_issues_score 'excess' needs the expected suspicion")
+        return float((s - expected[valid].double()).clamp_min(0).mean())
     return float((s * torch.softmax(s / temperature, dim=0)).sum())

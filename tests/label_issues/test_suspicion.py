@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from jcas_monai.label_issues import boundary_band, clean_posterior, image_score, pixel_suspicion
+from jcas_monai.label_issues import (
+    boundary_band,
+    clean_posterior,
+    expected_suspicion,
+    image_score,
+    pixel_suspicion,
+)
 
 # p(c | x) of one pixel and a T_C (rows clean, columns noisy), the case worked out by hand below
 PROBS = torch.tensor([0.6, 0.3, 0.1])
@@ -140,3 +146,21 @@ def test_interior_score_leaves_out_doubt_on_the_predicted_boundary():
     assert image_score(away, valid, "interior", prediction=prediction) == pytest.approx(20 / 380)
     with pytest.raises(ValueError, match="interior"):
         image_score(away, valid, "interior")
+
+
+def test_excess_score_counts_only_doubt_beyond_the_models_own_uncertainty():
+    # four pixels, two classes: torn (0.5 / 0.5, label 0), leaning (0.7 / 0.3, label 1 and label 0), and a
+    # confident contradiction (0.9 / 0.1, label 1)
+    probs = torch.tensor([[0.5, 0.7, 0.7, 0.9], [0.5, 0.3, 0.3, 0.1]], dtype=torch.float64)
+    label = torch.tensor([0, 1, 0, 1])
+    expected = expected_suspicion(probs)
+    torch.testing.assert_close(expected, torch.tensor([0.5, 0.42, 0.42, 0.18], dtype=torch.float64))
+    pixels = pixel_suspicion(probs, label, "softmax")
+    # suspicion 0.5, 0.7, 0.3, 0.9 against expected 0.5, 0.42, 0.42, 0.18: excess 0, 0.28, 0 (clamped), 0.72
+    assert image_score(pixels.suspicion, pixels.valid, "excess", expected=expected) == pytest.approx(1.0 / 4)
+    # an ignore pixel counts in neither the sum nor the count
+    label[1] = 255
+    pixels = pixel_suspicion(probs, label, "softmax")
+    assert image_score(pixels.suspicion, pixels.valid, "excess", expected=expected) == pytest.approx(0.72 / 3)
+    with pytest.raises(ValueError, match="excess"):
+        image_score(pixels.suspicion, pixels.valid, "excess")
