@@ -220,7 +220,9 @@ class LabelIssueFinder:
                 self.temperature,
                 prediction,
                 self.band,
-                expected_suspicion(probs) if self.score == "excess" else None,
+                expected_suspicion(probs, self.t_c if self.method == "bayes" else None)
+                if self.score == "excess"
+                else None,
             ),
             flagged_fraction=float(flagged.sum() / pixels.valid.sum().clamp_min(1)),
             likely_true_class=int(pairs.sum(0).argmax()) if flagged.any() else None,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -194,13 +193,6 @@ class LabelIssueReport:
                 if self.previews > 0:
                     worst = sorted([*worst, result], key=lambda r: _rank(r.score, r.image))[: self.previews]
         rows.sort(key=lambda row: _rank(row["score"], row["image"]))
-        if len(rows) > 1 and all(row["score"] == 0 for row in rows) and finders[0].score == "excess":
-            warnings.warn(
-                "every label scored 0 with label_issues_score 'excess': the model nowhere contradicts a label more "
-                "than its own uncertainty allows (an untrained or barely trained model?), so the ranking is by name "
-                "only; train longer, or rank with label_issues_score 'mean'",
-                stacklevel=2,
-            )
         self._write_csv(rows)
         if worst:
             write_previews(self.out / PREVIEW_NAME, worst, self.class_names)

@@ -22,8 +22,9 @@ Per image (:func:`image_score`):
   as much as over wrong ones; a wrong outline or a wrong pixel away from the predicted boundaries is not.
   Under ellipse noise this ranks clean images with much instrument outline below lightly noisy ones;
 - ``"excess"``: the suspicion in excess of what the model's own uncertainty predicts, summed over
-  labelled pixels and divided by their number: ``max(0, s - e)`` with ``e = 1 - sum_c p(c | x)^2``, the
-  suspicion a label drawn from ``p(c | x)`` itself would get on average (:func:`expected_suspicion`).
+  labelled pixels and divided by their number: ``max(0, s - e)`` with ``e`` the suspicion a label drawn
+  from the model's own prediction of it would get on average (:func:`expected_suspicion`; for
+  ``"softmax"`` ``e = 1 - sum_c p(c | x)^2``).
   Where the model is torn between two classes (an outline), any label is doubted as much as expected and
   adds nothing; a label the model confidently contradicts adds almost 1. Unlike ``"interior"`` it needs
   no band, so thin structures keep their errors;
@@ -113,16 +114,25 @@ def pixel_suspicion(
     return PixelSuspicion(suspicion.clamp(0, 1).masked_fill(~valid, 0), likely, valid)
 
 
-def expected_suspicion(probs: torch.Tensor) -> torch.Tensor:
-    """``1 - sum_c p(c | x)^2`` per pixel: the mean ``1 - p(l | x)`` of a label ``l`` drawn from ``p(c | x)``.
+def expected_suspicion(probs: torch.Tensor, t_c: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean suspicion per pixel of a label drawn from the model's own prediction of it.
+
+    ``"softmax"`` (``t_c`` ``None``): a label ``l`` drawn from ``p(c | x)`` gets ``1 - p(l | x)`` on average,
+    ``1 - sum_c p(c | x)^2``. ``"bayes"``: a noisy label ``l`` drawn from ``sum_c p(c | x) T_C[c, l]`` gets
+    the Bayes suspicion ``1 - p(l | x) T_C[l, l] / sum_c p(c | x) T_C[c, l]`` on average, which sums to
+    ``1 - sum_c p(c | x) T_C[c, c]`` (0 for ``T_C`` the identity, where Bayes flags nothing).
 
     Args:
         probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
+        t_c: ``(K, K)`` class-level noise transition matrix of ``"bayes"``, rows clean, columns noisy.
 
     Returns:
-        ``(*S)``, in ``[0, 1 - 1/K]``.
+        ``(*S)``, in ``[0, 1]``.
     """
-    return 1 - probs.square().sum(0)
+    if t_c is None:
+        return 1 - probs.square().sum(0)
+    diagonal = t_c.to(probs).diagonal().view(-1, *([1] * (probs.ndim - 1)))
+    return 1 - (probs * diagonal).sum(0)
 
 
 def boundary_band(prediction: torch.Tensor, width: int) -> torch.Tensor:

@@ -164,3 +164,16 @@ def test_excess_score_counts_only_doubt_beyond_the_models_own_uncertainty():
     assert image_score(pixels.suspicion, pixels.valid, "excess", expected=expected) == pytest.approx(0.72 / 3)
     with pytest.raises(ValueError, match="excess"):
         image_score(pixels.suspicion, pixels.valid, "excess")
+
+
+def test_expected_bayes_suspicion_is_the_mean_over_noisy_labels_drawn_from_the_model():
+    # independent reference: enumerate the noisy label l with probability (p T_C)[l] and average the Bayes
+    # suspicion of each; by hand 1 - (0.6 * 0.8 + 0.3 * 0.7 + 0.1 * 0.5) = 0.26
+    probs, label = _pixels([0, 1, 2])
+    suspicion = pixel_suspicion(probs, label, "bayes", T_C.double()).suspicion[0]
+    noisy = PROBS.double() @ T_C.double()
+    expected = expected_suspicion(probs, T_C.double())
+    torch.testing.assert_close(expected, torch.full((1, 3), float((noisy * suspicion).sum()), dtype=torch.float64))
+    assert float(expected[0, 0]) == pytest.approx(0.26)
+    # with T_C the identity Bayes flags nothing, and expects nothing
+    assert float(expected_suspicion(probs, torch.eye(3, dtype=torch.float64)).abs().max()) == pytest.approx(0, abs=1e-6)
