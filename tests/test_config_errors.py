@@ -40,6 +40,10 @@ BAD = {
         {"backbone#pretrained_weights": "/no/such/resnet18.pth"},
         ["/no/such/resnet18.pth does not exist (config key 'pretrained_weights')"],
     ),
+    "switch_not_a_bool": (
+        {"ntm_learn": "no"},
+        ["ntm_learn must be true or false, got 'no'"],
+    ),
 }
 
 
@@ -96,3 +100,29 @@ def test_a_failure_while_the_cache_fills_exits_with_status_1_not_an_abort(tiny_d
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last == "Bundle run failed: KeyError: 'Key label already exists in data.'"
+
+
+@pytest.mark.parametrize("written, meant", [("false", False), ("FALSE", False), ("true", True), (False, False)])
+def test_switches_read_as_the_command_line_gives_them(written, meant, tiny_dataset, tmp_path):
+    """Python Fire leaves ``--ntm_learn false`` a string, which is true; every switch reads it as false."""
+    from monai.bundle import ConfigParser
+
+    from jcas_monai.config import flag
+
+    assert flag(written, "ntm_learn") is meant
+
+    def parser(**overrides) -> ConfigParser:
+        config = ConfigParser()
+        config.read_config([TRAIN])
+        config.update({"output_dir": str(tmp_path), "ntm_learn": written, "resume": written, **overrides})
+        return config
+
+    trained = parser(dataset_dir=str(tiny_dataset), **TINY)
+    assert trained.get_parsed_content("train#stages").learn_matrices is meant
+    assert trained.get_parsed_content("train#checkpoint#resume") is meant
+    missing = parser(datalist=str(tmp_path / "none" / "datalist.json"), synthetic_if_missing=written)
+    if meant:
+        return
+    with pytest.raises(Exception) as err:  # a missing datalist is not replaced by the synthetic set
+        missing.get_parsed_content("datalist_file")
+    assert "does not exist (config key 'datalist')" in _chain(err.value) and not (tmp_path / "none").exists()

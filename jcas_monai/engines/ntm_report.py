@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from ..losses.bands import check_radii, empirical_band_ntm
 from ..losses.ntm import class_to_affinity_ntm, load_matrix
 from ..noise.report import NoiseStats
 
@@ -38,24 +39,33 @@ def given_matrix(
     which: str,
     num_classes: int,
     dataset: Sequence[dict] | None = None,
+    border_radii: Sequence[int] = (),
 ) -> torch.Tensor | None:
     """``T_C`` or ``T_A`` (``which``) as given in the config (keys ``fixed_t_c``, ``fixed_t_a``): what
     :func:`~jcas_monai.losses.load_matrix` reads, or ``"empirical"``: the true matrix of the training
     labels, counted over the training items that keep their clean label (an oracle, for diagnosis).
+    With ``border_radii`` (config key ``ntm_bands``) ``T_C`` is banded: ``"empirical"`` counts one matrix
+    per border band of the noisy labels (:func:`~jcas_monai.losses.empirical_band_ntm`), and a given
+    matrix may be ``(bands, K, K)`` or one ``(K, K)`` for every band.
 
     Raises:
         ValueError: ``"empirical"`` without training items that carry ``clean_label``, or what
             :func:`~jcas_monai.losses.load_matrix` raises; the message names the config key.
     """
     name, size = f"fixed_{which.lower()}", num_classes if which == "T_C" else 2
+    bands = len(check_radii(border_radii)) + 1 if which == "T_C" else 1
     if spec != "empirical":
-        return load_matrix(spec, size, name)
-    report = empirical_ntms(dataset or [], num_classes)
-    if report is None:
+        return load_matrix(spec, size, name, bands=bands)
+    pairs = [(item["clean_label"], item["label"]) for item in dataset or [] if "clean_label" in item]
+    if not pairs:
         raise ValueError(
             f"{name}: 'empirical' needs training items that carry their clean label ('clean_label'); "
             "none does (simulate noise on the fly, or use a datalist written by python -m jcas_monai.noise)"
         )
+    if bands > 1:
+        clean, noisy = zip(*pairs)
+        return empirical_band_ntm(clean, noisy, num_classes, border_radii).float()
+    report = empirical_ntms(dataset, num_classes)
     return load_matrix(report[which], size, name)
 
 
@@ -120,14 +130,28 @@ class NTMReport:
         out = {name: matrix.tolist() for name, matrix in learned.items()}
         class_freq = getattr(self.loss, "class_freq", None)
         if "T_C" in learned and class_freq is not None:
-            out["T_C_to_A"] = class_to_affinity_ntm(learned["T_C"], class_freq.double().cpu()).tolist()
+            t_c = learned["T_C"]
+            closed = [class_to_affinity_ntm(t, class_freq.double().cpu()).tolist() for t in t_c.reshape(-1, *t_c.shape[-2:])]
+            out["T_C_to_A"] = closed[0] if t_c.ndim == 2 else closed
         return out
 
+    @property
+    def border_radii(self) -> tuple[int, ...]:
+        """Radii of the border bands of a banded ``T_C`` (empty: one ``T_C``)."""
+        return tuple(getattr(self.loss, "border_radii", ()))
+
     def empirical(self) -> dict | None:
-        """Matrices counted over the training items that keep their clean label, or ``None``."""
+        """Matrices counted over the training items that keep their clean label, or ``None``. With a
+        banded ``T_C`` also ``T_C_bands``, the true matrix of each border band, and ``bands``, their radii."""
         if self.dataset is None:
             return None
-        return empirical_ntms(self.dataset, len(self.class_names), self.label_key, self.clean_key)
+        report = empirical_ntms(self.dataset, len(self.class_names), self.label_key, self.clean_key)
+        if report is not None and self.border_radii:
+            pairs = [(item[self.clean_key], item[self.label_key]) for item in self.dataset if self.clean_key in item]
+            clean, noisy = zip(*pairs)
+            banded = empirical_band_ntm(clean, noisy, len(self.class_names), self.border_radii)
+            report.update(bands=list(self.border_radii), T_C_bands=banded.tolist())
+        return report
 
     def log(self, engine: Engine) -> None:
         if self._writer is None:
@@ -138,9 +162,11 @@ class NTMReport:
         pairs = {"T_C": self.class_names, "T_A": ["different", "same"]}
         for name in self.matrices:
             labels = pairs[name]
-            for i, row in enumerate(learned[name]):
-                for j, value in enumerate(row):
-                    self._writer.add_scalar(f"{name}/{labels[i]}->{labels[j]}", value, engine.state.epoch)
+            matrix = np.asarray(learned[name])
+            for index, value in np.ndenumerate(matrix):
+                band = f"band{index[0]}/" if matrix.ndim == 3 else ""
+                i, j = index[-2:]
+                self._writer.add_scalar(f"{name}/{band}{labels[i]}->{labels[j]}", value, engine.state.epoch)
         self._writer.flush()
 
     def write(self, engine: Engine | None = None) -> Path:
@@ -167,19 +193,26 @@ class NTMReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        panels = [("learned", name) for name in self.matrices]
-        if report["empirical"] is not None:
-            panels += [("empirical", "T_C"), ("empirical", "T_A")]
+        panels = []
+        for source, names in (("learned", list(self.matrices)), ("empirical", ["T_C_bands", "T_C", "T_A"])):
+            for name in names:
+                matrix = None if report[source] is None else report[source].get(name)
+                if matrix is None or (source == "empirical" and name == "T_C" and "T_C_bands" in report[source]):
+                    continue
+                matrix = np.asarray(matrix)
+                stack = matrix if matrix.ndim == 3 else matrix[None]
+                for band, single in enumerate(stack):
+                    title = f"{source} {name[:3]}" + (f" band {band}" if matrix.ndim == 3 else "")
+                    panels.append((title, name, single))
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
-        for ax, (source, name) in zip(axes[0], panels):
-            matrix = np.asarray(report[source][name])
-            labels = self.class_names if name == "T_C" else ["diff", "same"]
+        for ax, (title, name, matrix) in zip(axes[0], panels):
+            labels = self.class_names if name.startswith("T_C") else ["diff", "same"]
             ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
             for (i, j), v in np.ndenumerate(matrix):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
             ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
             ax.set_yticks(range(len(labels)), labels, fontsize=7)
-            ax.set_title(f"{source} {name}", fontsize=9)
+            ax.set_title(title, fontsize=9)
             ax.set_xlabel("noisy")
             ax.set_ylabel("clean")
         fig.tight_layout()

@@ -218,6 +218,7 @@ class JCASStages:
                 device,
                 start_t_c=start["t_c"],
                 start_t_a=start.get("t_a"),
+                border_radii=getattr(self.loss, "border_radii", ()),
             )
             for method, estimate in estimates.items():
                 chosen = " (warm start)" if method == self.warm_start else ""
@@ -229,7 +230,7 @@ class JCASStages:
             matrices = {"t_c": estimates[self.warm_start]["T_C"], "t_a": estimates[self.warm_start]["T_A"]}
         for name, ntm in ntms.items():
             ntm.reset_parameters(matrices.get(name))
-            if name in matrices and ntm.fixed is None and torch.linalg.cond(ntm().double()) > MAX_START_COND:
+            if name in matrices and ntm.fixed is None and torch.linalg.cond(ntm().double()).max() > MAX_START_COND:
                 print(
                     f"the {self.warm_start} estimate of {name} is singular or nearly so "
                     f"(condition number above {MAX_START_COND:g}): {name} starts from the default matrix"
@@ -249,6 +250,8 @@ def loss_matrices(loss: torch.nn.Module) -> dict[str, NoiseTransitionMatrix]:
 
 
 def _fmt(matrix: torch.Tensor) -> str:
+    if matrix.ndim == 3:
+        return "bands [" + ", ".join(_fmt(band) for band in matrix) + "]"
     return "[" + ", ".join("[" + " ".join(f"{v:.3f}" for v in row) + "]" for row in matrix.tolist()) + "]"
 
 

@@ -20,6 +20,7 @@ from monai.utils import convert_to_tensor
 from tqdm import tqdm
 
 from ..data.io import IGNORE_INDEX, read_label
+from ..losses.bands import border_bands, check_radii
 from .suspicion import METHODS, SCORES, expected_suspicion, image_score, pixel_suspicion
 
 __all__ = ["ImageResult", "LabelIssueFinder"]
@@ -103,6 +104,8 @@ class LabelIssueFinder:
         progress: show a progress bar on stderr.
         keep_probs: attach the class posterior to every result (``ImageResult.probs``), as the cleanlab
             reference needs (config key ``label_issues_cleanlab``).
+        border_radii: the border bands of a banded ``t_c`` ``(M, K, K)`` (config key ``ntm_bands``): each
+            pixel's band is taken from the given label at the network's input size, as in training.
 
     Raises:
         ValueError: an unknown method or score, ``"bayes"`` without ``t_c``, or weights that do not fit
@@ -127,6 +130,7 @@ class LabelIssueFinder:
         device: str | torch.device = "cpu",
         progress: bool = True,
         keep_probs: bool = False,
+        border_radii: Sequence[int] = (),
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"label_issues_method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -157,6 +161,12 @@ class LabelIssueFinder:
         self.method, self.score, self.temperature, self.threshold = method, score, temperature, threshold
         self.band = band
         self.clean_key, self.progress, self.keep_probs = clean_key, progress, keep_probs
+        self.border_radii = check_radii(border_radii)
+        if self.t_c is not None and self.t_c.ndim == 3 and self.t_c.shape[0] != len(self.border_radii) + 1:
+            raise ValueError(
+                f"label_issues_t_c holds {self.t_c.shape[0]} banded matrices, but ntm_bands "
+                f"{list(self.border_radii)} gives {len(self.border_radii) + 1} bands"
+            )
 
     def settings(self) -> dict:
         """How the labels were scored, for the report."""
@@ -194,6 +204,15 @@ class LabelIssueFinder:
             )
         return torch.from_numpy(label).to(self.device).long()
 
+    def _bands(self, label: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor | None:
+        """Border band of every pixel of ``label`` for a banded ``T_C`` (``None`` otherwise), taken at the
+        network's ``input_size`` as in training and brought back to the label's size."""
+        if self.t_c is None or self.t_c.ndim != 3:
+            return None
+        small = F.interpolate(label[None, None].float(), size=input_size, mode="nearest")[:, 0].long()
+        bands = border_bands(small, self.border_radii)[:, None].float()
+        return F.interpolate(bands, size=label.shape, mode="nearest")[0, 0].long()
+
     @torch.no_grad()
     def score_item(self, item: Mapping[str, str]) -> ImageResult:
         """Score one item (see :class:`ImageResult`)."""
@@ -205,7 +224,8 @@ class LabelIssueFinder:
         probs = F.interpolate(
             torch.softmax(logits.float(), dim=1), size=size, mode="bilinear", align_corners=False
         )[0]
-        pixels = pixel_suspicion(probs, label, self.method, self.t_c)
+        bands = self._bands(label, tuple(x.shape[-2:]))
+        pixels = pixel_suspicion(probs, label, self.method, self.t_c, bands=bands)
         prediction = probs.argmax(0)
         flagged = (pixels.suspicion > self.threshold) & pixels.valid
         k = self.num_classes
@@ -220,7 +240,7 @@ class LabelIssueFinder:
                 self.temperature,
                 prediction,
                 self.band,
-                expected_suspicion(probs, self.t_c if self.method == "bayes" else None)
+                expected_suspicion(probs, self.t_c if self.method == "bayes" else None, bands)
                 if self.score == "excess"
                 else None,
             ),

@@ -11,6 +11,7 @@ import torch
 
 from ..data.datalist import load_split
 from ..data.io import file_stem
+from ..losses.bands import check_radii
 from ..losses.ntm import load_matrix
 
 __all__ = ["LEARNED", "load_items", "model_t_c"]
@@ -61,7 +62,10 @@ def load_items(datalist: str | os.PathLike, split: str, clean_key: str | None = 
 
 
 def model_t_c(
-    spec: str | Sequence[Sequence[float]] | None, output_dir: str | os.PathLike, num_classes: int
+    spec: str | Sequence[Sequence[float]] | None,
+    output_dir: str | os.PathLike,
+    num_classes: int,
+    border_radii: Sequence[int] = (),
 ) -> torch.Tensor | None:
     """The model's class-level noise transition matrix (config key ``label_issues_t_c``).
 
@@ -71,6 +75,8 @@ def model_t_c(
             :func:`~jcas_monai.losses.load_matrix` reads (a nested list, ``FILE.json#key#...``).
         output_dir: the training's output folder.
         num_classes: ``K``.
+        border_radii: the training's border bands (config key ``ntm_bands``): its ``T_C`` is then one matrix
+            per band, ``(len(border_radii) + 1, K, K)``.
 
     Raises:
         FileNotFoundError: ``"learned"`` and no ``ntm/ntm.json`` (written when the training completes).
@@ -84,4 +90,4 @@ def model_t_c(
                 "resume it), or set label_issues_t_c to a matrix, a FILE.json#key, or null for a model without one"
             )
         spec = f"{report}#learned#T_C"
-    return load_matrix(spec, num_classes, "label_issues_t_c")
+    return load_matrix(spec, num_classes, "label_issues_t_c", bands=len(check_radii(border_radii)) + 1)

@@ -60,18 +60,26 @@ SCORES = ("mean", "interior", "excess", "softmin")
 """Image scores (config key ``label_issues_score``)."""
 
 
-def clean_posterior(probs: torch.Tensor, label: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
+def clean_posterior(
+    probs: torch.Tensor, label: torch.Tensor, t_c: torch.Tensor, bands: torch.Tensor | None = None
+) -> torch.Tensor:
     """``p(clean = c | x, noisy = l)`` for every class ``c`` and pixel, by Bayes' rule with ``T_C``.
 
     Args:
         probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
         label: the given label ``l`` of each pixel, ``(*S)`` integer in ``0..K-1``.
-        t_c: ``(K, K)`` row-stochastic, rows clean, columns noisy.
+        t_c: ``(K, K)`` row-stochastic, rows clean, columns noisy; or one per border band, ``(M, K, K)``.
+        bands: with a banded ``t_c``, the band of every pixel, ``(*S)`` in ``0..M-1``.
 
     Returns:
         ``(K, *S)``, summing to 1 over ``K`` (all 0 where no clean class can produce ``l``).
     """
-    joint = probs * t_c.to(probs)[:, label.long()]
+    t_c = t_c.to(probs)
+    if t_c.ndim == 3:
+        column = t_c.transpose(1, 2)[bands, label.long()].movedim(-1, 0)  # T_C[band, :, l] per pixel
+    else:
+        column = t_c[:, label.long()]
+    joint = probs * column
     return joint / joint.sum(0, keepdim=True).clamp_min(torch.finfo(joint.dtype).tiny)
 
 
@@ -96,6 +104,7 @@ def pixel_suspicion(
     method: str = "bayes",
     t_c: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
+    bands: torch.Tensor | None = None,
 ) -> PixelSuspicion:
     """Suspicion and most likely true class of every pixel (see the module docstring).
 
@@ -103,18 +112,22 @@ def pixel_suspicion(
         probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
         label: the given label, ``(*S)``, values in ``0..K-1`` or ``ignore_index``.
         method: ``"bayes"`` (needs ``t_c``) or ``"softmax"``.
-        t_c: ``(K, K)`` class-level noise transition matrix, rows clean, columns noisy.
+        t_c: ``(K, K)`` class-level noise transition matrix, rows clean, columns noisy; or one per border
+            band of the given label, ``(M, K, K)`` (config key ``ntm_bands``).
         ignore_index: label value of pixels without a label.
+        bands: with a banded ``t_c``, the band of every pixel, ``(*S)`` (:func:`~jcas_monai.losses.border_bands`).
     """
     valid = label != ignore_index
     given = torch.where(valid, label, 0).long()
-    posterior = probs if method == "softmax" else clean_posterior(probs, given, t_c)
+    posterior = probs if method == "softmax" else clean_posterior(probs, given, t_c, bands)
     suspicion = 1 - posterior.gather(0, given.unsqueeze(0)).squeeze(0)
     likely = posterior.scatter(0, given.unsqueeze(0), -1.0).argmax(0)
     return PixelSuspicion(suspicion.clamp(0, 1).masked_fill(~valid, 0), likely, valid)
 
 
-def expected_suspicion(probs: torch.Tensor, t_c: torch.Tensor | None = None) -> torch.Tensor:
+def expected_suspicion(
+    probs: torch.Tensor, t_c: torch.Tensor | None = None, bands: torch.Tensor | None = None
+) -> torch.Tensor:
     """The mean suspicion per pixel of a label drawn from the model's own prediction of it.
 
     ``"softmax"`` (``t_c`` ``None``): a label ``l`` drawn from ``p(c | x)`` gets ``1 - p(l | x)`` on average,
@@ -124,14 +137,18 @@ def expected_suspicion(probs: torch.Tensor, t_c: torch.Tensor | None = None) -> 
 
     Args:
         probs: the model's class posterior ``p(c | x)``, ``(K, *S)``.
-        t_c: ``(K, K)`` class-level noise transition matrix of ``"bayes"``, rows clean, columns noisy.
+        t_c: ``(K, K)`` class-level noise transition matrix of ``"bayes"``, rows clean, columns noisy; or one
+            per border band, ``(M, K, K)``, with ``bands`` ``(*S)``.
 
     Returns:
         ``(*S)``, in ``[0, 1]``.
     """
     if t_c is None:
         return 1 - probs.square().sum(0)
-    diagonal = t_c.to(probs).diagonal().view(-1, *([1] * (probs.ndim - 1)))
+    if t_c.ndim == 3:
+        diagonal = t_c.to(probs).diagonal(dim1=-2, dim2=-1)[bands].movedim(-1, 0)
+    else:
+        diagonal = t_c.to(probs).diagonal().view(-1, *([1] * (probs.ndim - 1)))
     return 1 - (probs * diagonal).sum(0)
 
 

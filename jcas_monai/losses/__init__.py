@@ -1,4 +1,5 @@
 from .affinity_loss import AffinityBCELoss
+from .bands import band_fractions, border_bands, check_radii, empirical_band_ntm
 from .branch_loss import BranchLoss
 from .calc import CALCLoss
 from .class_loss import ForwardCorrectedCELoss

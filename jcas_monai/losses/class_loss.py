@@ -67,13 +67,21 @@ class ForwardCorrectedCELoss(_Loss):
         self.min_prob = min_prob
 
     def forward(
-        self, logits: torch.Tensor, target: torch.Tensor, t_c: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        t_c: torch.Tensor | None = None,
+        bands: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
             logits: class logits ``(B, K, H', W')``.
             target: noisy labels ``(B, 1, H, W)`` or ``(B, H, W)``, values ``0..K-1`` or ``ignore_index``.
-            t_c: class NTM ``(K, K)`` (rows clean, columns noisy), or None for plain cross-entropy.
+            t_c: class NTM ``(K, K)`` (rows clean, columns noisy), or None for plain cross-entropy; or one
+                matrix per border band, ``(M, K, K)``, with ``bands``.
+            bands: with a banded ``t_c``, the band of every pixel of the target, ``(B, H, W)`` in
+                ``0..M-1`` (:func:`~jcas_monai.losses.border_bands`); each pixel is corrected by its band's
+                matrix.
 
         Returns:
             the reduced loss (see ``reduction``).
@@ -84,19 +92,33 @@ class ForwardCorrectedCELoss(_Loss):
                 F.log_softmax(logits, dim=1), target, ignore_index=self.ignore_index, reduction="none"
             )
         else:
-            loss = self._corrected_nll(logits, target, t_c)
+            if t_c.ndim == 3 and (bands is None or bands.shape != target.shape):
+                raise ValueError(
+                    "ForwardCorrectedCELoss: a banded T_C needs the band of every target pixel, "
+                    f"shape {tuple(target.shape)}"
+                )
+            loss = self._corrected_nll(logits, target, t_c, bands)
         return reduce_pixels(loss, target != self.ignore_index, self.reduction)
 
-    def _corrected_nll(self, logits: torch.Tensor, target: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
+    def _corrected_nll(
+        self, logits: torch.Tensor, target: torch.Tensor, t_c: torch.Tensor, bands: torch.Tensor | None
+    ) -> torch.Tensor:
         """Per-pixel ``-log(clamp(softmax(logits) @ T_C)[target])``, 0 at ignore pixels.
 
         Only the target column of the corrected posterior is needed, so ``softmax @ T_C`` is taken with
         the classes as the last axis (one matmul) and the target entry gathered, instead of forming the
-        log of every corrected class probability.
+        log of every corrected class probability. With a banded ``T_C`` the column ``T_C[band, :, target]``
+        of each pixel is gathered and dotted with its posterior.
         """
         valid = target != self.ignore_index
+        safe_target = target.masked_fill(~valid, 0)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             prob = F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
-            noisy_prob = prob.movedim(1, -1) @ t_c.to(prob.dtype)
-            picked = noisy_prob.gather(-1, target.masked_fill(~valid, 0).unsqueeze(-1)).squeeze(-1)
+            t_c = t_c.to(prob.dtype)
+            if t_c.ndim == 3:
+                columns = t_c.transpose(1, 2)[bands, safe_target]  # (B, H, W, K): T_C[band, :, target]
+                picked = (prob.movedim(1, -1) * columns).sum(-1)
+            else:
+                noisy_prob = prob.movedim(1, -1) @ t_c
+                picked = noisy_prob.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
             return -torch.log(picked.clamp_min(self.min_prob)) * valid

@@ -13,6 +13,7 @@ import torch
 from torch.nn.modules.loss import _Loss
 
 from .affinity_loss import AffinityBCELoss
+from .bands import band_fractions, border_bands, check_radii
 from .branch_loss import BRANCHES, branch_output
 from .calc import CALCLoss
 from .class_loss import ForwardCorrectedCELoss
@@ -73,6 +74,12 @@ class JCASLoss(_Loss):
             (see :class:`~jcas_monai.losses.NoiseTransitionMatrix`).
         ignore_index: label value of pixels without supervision.
         chunk_size: rows per chunk of the affinity loss (None: automatic).
+        border_radii: radii in pixels of the border bands of a banded ``T_C`` (config key ``ntm_bands``;
+            :mod:`~jcas_monai.losses.bands`): ``T_C`` then holds one matrix per band of distance from the
+            noisy label's borders, ``(len(border_radii) + 1, K, K)``, and each pixel is corrected by its
+            band's matrix. The log-det term sums over the bands; CALC compares ``T_A`` with the closed
+            form of the bands' mixture, each band weighted by its share of the batch's labelled pixels.
+            Empty (default): one ``T_C``, as in the paper.
 
     Raises:
         ValueError: ``calc_weight > 0`` without ``class_freq``, or ``class_freq`` not of length ``K``.
@@ -96,8 +103,10 @@ class JCASLoss(_Loss):
         ntm_form: str = "softmax",
         ignore_index: int = 255,
         chunk_size: int | None = None,
+        border_radii: Sequence[int] = (),
     ) -> None:
         super().__init__()
+        self.border_radii = check_radii(border_radii)
         if calc_weight > 0 and class_freq is None:
             raise ValueError(
                 "JCASLoss: calc_weight > 0 needs class_freq (class fractions of the training labels)"
@@ -116,7 +125,7 @@ class JCASLoss(_Loss):
         self.affinity_correction = affinity_correction
         self.logdet_weight = logdet_weight
         self.calc_weight = calc_weight
-        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, fixed_t_c, ntm_form)
+        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, fixed_t_c, ntm_form, len(self.border_radii) + 1)
         self.t_a = NoiseTransitionMatrix(2, ntm_init, fixed_t_a, ntm_form)
         self.class_loss = ForwardCorrectedCELoss(ignore_index=ignore_index)
         self.affinity_loss = AffinityBCELoss(chunk_size=chunk_size)
@@ -175,16 +184,19 @@ class JCASLoss(_Loss):
         t_a = self.t_a() if need_t_a else None
         class_t = t_c if self.class_correction else None
         affinity_t = t_a if self.affinity_correction else None
+        bands = None
+        if self.border_radii and need_t_c:
+            bands = border_bands(label, self.border_radii)
         total = torch.zeros((), device=label.device)
         for branch in BRANCHES:
             seg_w, aff_w = self.seg_weights[branch], self.aff_weights[branch]
             if seg_w > 0:
                 logits = branch_output(pred, f"{branch}_logits", "JCASLoss")
-                terms[f"seg_{branch}"] = self.class_loss(logits, label, class_t)
+                terms[f"seg_{branch}"] = self.class_loss(logits, label, class_t, bands)
                 total = total + seg_w * terms[f"seg_{branch}"]
                 if self.use_dar:
                     p_dar = branch_output(pred, f"{branch}_dar", "JCASLoss")
-                    terms[f"dar_{branch}"] = self.class_loss(p_dar, label, class_t)
+                    terms[f"dar_{branch}"] = self.class_loss(p_dar, label, class_t, bands)
                     total = total + seg_w * terms[f"dar_{branch}"]
             if aff_w > 0:
                 if not isinstance(target, Mapping) or target.get("affinity") is None:
@@ -195,11 +207,15 @@ class JCASLoss(_Loss):
                 terms[f"aff_{branch}"] = self.affinity_loss(features, target["affinity"], affinity_t)
                 total = total + aff_w * terms[f"aff_{branch}"]
         if self.logdet_weight > 0:
-            terms["logdet"] = torch.linalg.slogdet(t_c).logabsdet + torch.linalg.slogdet(t_a).logabsdet
+            terms["logdet"] = torch.linalg.slogdet(t_c).logabsdet.sum() + torch.linalg.slogdet(t_a).logabsdet
             total = total + self.logdet_weight * terms["logdet"]
         if self.calc_weight > 0:
             if self.class_freq is None:
                 raise ValueError("JCASLoss: calc_weight > 0 needs class_freq, which was not given")
+            if bands is not None:
+                labelled = (label[:, 0] if label.ndim == 4 else label) != self.class_loss.ignore_index
+                weights = band_fractions(bands, labelled, t_c.shape[0]).to(t_c)
+                t_c = (weights[:, None, None] * t_c).sum(dim=0)
             terms["calc"] = self.calc_loss(t_c, self.class_freq, t_a)
             total = total + self.calc_weight * terms["calc"]
         return total

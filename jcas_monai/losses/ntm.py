@@ -57,69 +57,92 @@ class NoiseTransitionMatrix(nn.Module):
     values started from is the buffer ``initial``. With ``fixed`` the module returns that matrix
     unchanged (an oracle matrix, for diagnosis) and ``w`` does not train.
 
+    With ``bands > 1`` the module holds one matrix per border band (:mod:`~jcas_monai.losses.bands`) and
+    returns them stacked, ``(bands, K, K)``; every band starts from the same matrix.
+
     Args:
         num_classes: matrix size ``K`` (the number of classes for ``T_C``, 2 for ``T_A``).
         init: the authors' initial value of every entry of ``w`` (both forms start from the same ``T``).
-        fixed: a ``(K, K)`` row-stochastic matrix to return instead of a learned one (see :func:`load_matrix`).
+        fixed: a ``(K, K)`` row-stochastic matrix to return instead of a learned one (see :func:`load_matrix`);
+            with bands ``(bands, K, K)``, or ``(K, K)`` for every band.
         form: ``"softmax"`` or ``"authors"``.
+        bands: number of matrices, one per border band (1: a single ``(K, K)`` matrix).
     """
 
     def __init__(
-        self, num_classes: int, init: float = -2.0, fixed: torch.Tensor | None = None, form: str = "softmax"
+        self,
+        num_classes: int,
+        init: float = -2.0,
+        fixed: torch.Tensor | None = None,
+        form: str = "softmax",
+        bands: int = 1,
     ) -> None:
         super().__init__()
         if form not in ("softmax", "authors"):
             raise ValueError(f"NoiseTransitionMatrix: form must be 'softmax' or 'authors', got {form!r}")
-        self.num_classes, self.init, self.form = num_classes, float(init), form
-        self.weight = nn.Parameter(torch.empty(num_classes, num_classes), requires_grad=fixed is None)
+        if bands < 1:
+            raise ValueError(f"NoiseTransitionMatrix: bands must be at least 1, got {bands}")
+        self.num_classes, self.init, self.form, self.bands = num_classes, float(init), form, bands
+        shape = (num_classes, num_classes) if bands == 1 else (bands, num_classes, num_classes)
+        self.weight = nn.Parameter(torch.empty(shape), requires_grad=fixed is None)
         self.register_buffer("eye", torch.eye(num_classes), persistent=False)
         if fixed is not None:
             fixed = torch.as_tensor(fixed, dtype=torch.float32)
-            if fixed.shape != (num_classes, num_classes):
+            if fixed.shape == (num_classes, num_classes):
+                fixed = fixed.expand(shape).clone()
+            if fixed.shape != shape:
                 raise ValueError(
-                    f"NoiseTransitionMatrix: fixed matrix must be {num_classes} x {num_classes}, "
+                    f"NoiseTransitionMatrix: fixed matrix must be {' x '.join(map(str, shape))}, "
                     f"got shape {tuple(fixed.shape)}"
                 )
         self.register_buffer("fixed", fixed)
-        self.register_buffer("initial", torch.empty(num_classes, num_classes))
+        self.register_buffer("initial", torch.empty(shape))
         self.reset_parameters()
 
     def _matrix(self) -> torch.Tensor:
         if self.fixed is not None:
             return self.fixed
         if self.form == "softmax":
-            return torch.softmax(self.weight, dim=1)
+            return torch.softmax(self.weight, dim=-1)
         t = self.eye + torch.sigmoid(self.weight) * (1 - self.eye)
-        return t / t.sum(dim=1, keepdim=True)
+        return t / t.sum(dim=-1, keepdim=True)
 
     def default_matrix(self) -> torch.Tensor:
-        """The authors' starting matrix ``I + sigmoid(init) (1 - I)``, rows divided by their sums."""
+        """The authors' starting matrix ``I + sigmoid(init) (1 - I)``, rows divided by their sums
+        (``(K, K)``, for every band)."""
         initial = self.eye + torch.sigmoid(torch.tensor(self.init)) * (1 - self.eye)
         return initial / initial.sum(dim=1, keepdim=True)
 
     @torch.no_grad()
     def reset_parameters(self, matrix: torch.Tensor | None = None) -> None:
-        """Set ``w`` to its initial value again, or, with ``matrix`` ``(K, K)`` (row-stochastic), so that the
-        module returns ``matrix``: exactly in the softmax form (entries floored at 1e-6); in the authors'
-        form through ``sigmoid(w_ab) = T_ab / T_aa``, clipped to ``[1e-4, 1 - 1e-4]``, which is only
-        exact for rows whose diagonal entry is the largest. A fixed matrix stays fixed."""
+        """Set ``w`` to its initial value again, or, with ``matrix`` ``(K, K)`` (row-stochastic; with bands
+        also ``(bands, K, K)``), so that the module returns ``matrix``: exactly in the softmax form
+        (entries floored at 1e-6); in the authors' form through ``sigmoid(w_ab) = T_ab / T_aa``, clipped
+        to ``[1e-4, 1 - 1e-4]``, which is only exact for rows whose diagonal entry is the largest. A
+        ``(K, K)`` matrix starts every band. A fixed matrix stays fixed."""
         matrix = torch.as_tensor(self.default_matrix() if matrix is None else matrix).to(self.weight)
+        matrix = matrix.expand(self.weight.shape)
         if self.form == "softmax":
             self.weight.copy_(matrix.clamp_min(1e-6).log())
         else:
-            ratio = matrix / matrix.diagonal().clamp_min(1e-12).unsqueeze(1)
+            ratio = matrix / matrix.diagonal(dim1=-2, dim2=-1).clamp_min(1e-12).unsqueeze(-1)
             self.weight.copy_(torch.logit(ratio.clamp(1e-4, 1 - 1e-4)))
         self.initial.copy_(self._matrix())
 
     def forward(self) -> torch.Tensor:
-        """Returns ``T``, ``(K, K)``, rows summing to 1."""
+        """Returns ``T``, ``(K, K)`` (with bands ``(bands, K, K)``), rows summing to 1."""
         return self._matrix()
 
 
 def load_matrix(
-    spec: str | os.PathLike | Sequence[Sequence[float]] | None, size: int, name: str, atol: float = 1e-3
+    spec: str | os.PathLike | Sequence[Sequence[float]] | None,
+    size: int,
+    name: str,
+    atol: float = 1e-3,
+    bands: int = 1,
 ) -> torch.Tensor | None:
-    """A given noise transition matrix, checked: ``size x size``, no negative entry, rows summing to 1.
+    """A given noise transition matrix, checked: ``size x size`` (with ``bands > 1`` also
+    ``bands x size x size``, one matrix per border band), no negative entry, rows summing to 1.
 
     Args:
         spec: ``None`` (no matrix); a nested list; or a JSON file, optionally followed by ``#``-separated
@@ -128,9 +151,10 @@ def load_matrix(
         size: expected number of rows and columns.
         name: the config key that gave ``spec``, named in errors.
         atol: tolerance of the row sums.
+        bands: the number of border bands of the matrix being given.
 
     Returns:
-        ``(size, size)`` float32, or ``None`` when ``spec`` is ``None``.
+        ``(size, size)`` or ``(bands, size, size)`` float32, or ``None`` when ``spec`` is ``None``.
 
     Raises:
         ValueError: a missing file or key, or a matrix of the wrong shape, with a negative entry, or with
@@ -154,14 +178,17 @@ def load_matrix(
         matrix = torch.as_tensor(spec, dtype=torch.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: not a matrix of numbers ({err})") from None
-    if matrix.shape != (size, size):
-        raise ValueError(f"{where}: must be {size} x {size}, got shape {tuple(matrix.shape)}")
+    shapes = [(size, size)] + ([(bands, size, size)] if bands > 1 else [])
+    if tuple(matrix.shape) not in shapes:
+        wanted = " or ".join(" x ".join(map(str, shape)) for shape in shapes)
+        raise ValueError(f"{where}: must be {wanted}, got shape {tuple(matrix.shape)}")
     if not torch.isfinite(matrix).all() or (matrix < 0).any():
         raise ValueError(f"{where}: entries must be finite and non-negative, got {matrix.tolist()}")
-    bad = (matrix.sum(dim=1) - 1).abs() > atol
+    bad = (matrix.sum(dim=-1) - 1).abs() > atol
     if bad.any():
-        row = int(bad.nonzero()[0])
-        raise ValueError(f"{where}: row {row} sums to {matrix[row].sum().item():.4f}, not 1")
+        at = tuple(int(i) for i in bad.nonzero()[0])
+        row = at[-1] if len(at) == 1 else f"{at[-1]} of band {at[0]}"
+        raise ValueError(f"{where}: row {row} sums to {matrix[at].sum().item():.4f}, not 1")
     return matrix.float()
 
 
@@ -242,10 +269,10 @@ def _joint_histograms(
 
 
 def _row_normalise(counts: torch.Tensor) -> torch.Tensor:
-    """Row-normalise float64 counts; a row without counts becomes the identity row."""
+    """Row-normalise float64 counts ``(..., K, K)``; a row without counts becomes the identity row."""
     counts = counts.double()
-    rows = counts.sum(dim=1, keepdim=True)
-    eye = torch.eye(counts.shape[0], dtype=torch.float64)
+    rows = counts.sum(dim=-1, keepdim=True)
+    eye = torch.eye(counts.shape[-1], dtype=torch.float64)
     return torch.where(rows > 0, counts / torch.where(rows > 0, rows, 1), eye)
 
 

@@ -100,3 +100,32 @@ def test_ablation_overlay_trains_its_variant(variant, labels, tiny_dataset, nois
         assert (empirical["class_noise_rate"] == 0) == (variant == "upper")
     else:
         assert (empirical is None) == (variant == "upper")  # the clean labels themselves
+
+
+@pytest.mark.parametrize("variant", ["jcas", "oracle"])
+def test_border_bands_train_one_matrix_per_band(variant, tiny_dataset, noisy_datalist, tmp_path, capsys):
+    """ntm_bands through the bundle: T_C is one matrix per band; the oracle holds the true banded matrix
+    of the labels trained on, the warm start counts each band, and ntm.json records both."""
+    configs = [TRAIN, str(REPO / "configs" / "ablation" / f"{variant}.json")]
+    radii = [1, 3]
+    workflow = bundle_workflow(
+        "training", configs, output_dir=str(tmp_path), datalist=noisy_datalist,
+        **{**TINY, "max_epochs": 2, "warmup_epochs": 1, "ntm_bands": radii, "ntm_warm_start": "confusion"},
+    )
+    loss = workflow.parser.get_parsed_content("loss")
+    printed = capsys.readouterr().out
+    assert loss.border_radii == (1, 3) and loss.t_c().shape == (3, 4, 4)
+    report = json.loads((tmp_path / "ntm" / "ntm.json").read_text())
+    empirical = torch.tensor(report["empirical"]["T_C_bands"])
+    assert report["empirical"]["bands"] == radii and empirical.shape == (3, 4, 4)
+    assert torch.tensor(report["learned"]["T_C"]).shape == (3, 4, 4)
+    # the noisy outlines make the band at the borders noisier than the interior
+    assert empirical[0].diagonal().mean() < empirical[2].diagonal().mean()
+    if variant == "oracle":
+        # both count the dataset's random crops of the same labels, each its own draw (0.05 apart here)
+        torch.testing.assert_close(loss.t_c().double(), empirical.double(), atol=0.1, rtol=0)
+        assert loss.t_c()[0].diagonal().mean() < loss.t_c()[2].diagonal().mean() - 0.1
+    else:
+        assert "confusion estimate of the warm-up model (warm start): T_C bands" in printed
+        initial = torch.tensor(report["initial"]["T_C"])
+        assert initial.shape == (3, 4, 4) and not torch.allclose(initial[0], initial[2])

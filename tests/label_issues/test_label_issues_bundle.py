@@ -16,6 +16,7 @@ from PIL import Image
 
 from jcas_monai.data.io import IGNORE_INDEX, read_label, write_label
 from jcas_monai.engines import root_cause
+from jcas_monai.losses import border_bands
 from jcas_monai.noise import generate_noisy_dataset
 
 BASELINE = "configs/ablation/baseline.json"
@@ -173,6 +174,47 @@ def test_summary_holds_t_c_flag_pairs_and_the_detection_metrics(noisy, scored):
         assert evaluation[key] is not None
     assert 0 <= evaluation["pixel_auroc"] <= 1 and -1 <= evaluation["image_spearman"] <= 1
     Image.open(scored / "previews.png").verify()
+
+
+def test_a_banded_model_scores_each_pixel_with_its_bands_matrix(noisy, scored, jcas_run, tmp_path):
+    """Border bands (ntm_bands) through the bundle: the banded T_C is read from the training's report; with
+    every band holding the single-matrix test's T_C the maps are those of that test, and with the far band
+    trusting every label the pixels far from any label border carry no suspicion."""
+    _, datalist = noisy
+    shutil.copytree(jcas_run / "models", tmp_path / "models")
+    (tmp_path / "ntm").mkdir()
+    radii = [1, 3]
+    for case, bands in (("equal", [T_C, T_C, T_C]), ("trusting", [T_C, T_C, np.eye(4).tolist()])):
+        out = tmp_path / case
+        shutil.copytree(tmp_path / "models", out / "models")
+        (out / "ntm").mkdir()
+        (out / "ntm" / "ntm.json").write_text(json.dumps({"learned": {"T_C": bands}}))
+        bundle_run(
+            "run",
+            [TRAIN, LABEL_ISSUES],
+            datalist=str(datalist),
+            output_dir=str(out),
+            label_issues_clean_key="clean_label",
+            label_issues_method="bayes",
+            label_issues_score="mean",
+            ntm_bands=radii,
+            **SCORING,
+        )
+        (model,) = json.loads((out / "label_issues" / "summary.json").read_text())["models"]
+        assert np.asarray(model["T_C"]).shape == (3, 4, 4)
+        for row in _rows(out / "label_issues"):
+            name = row["image"].rsplit("/", 1)[-1].removesuffix(".png")
+            maps = np.asarray(Image.open(out / "label_issues" / f"{name}_suspicion.png"))
+            single = np.asarray(Image.open(scored / f"{name}_suspicion.png"))
+            if case == "equal":
+                np.testing.assert_array_equal(maps, single)
+                continue
+            label = read_label(row["label"])
+            # the network sees 32 x 48 frames (half the label's size): a pixel 8 or more label pixels from
+            # any other value is beyond radius 3 there, in the far band
+            far = border_bands(torch.as_tensor(label.astype(np.int64))[None], [7])[0].numpy() == 1
+            assert far.any() and (maps[far] == 0).all()
+            assert (maps[~far] == single[~far]).mean() > 0.5
 
 
 def test_the_baseline_is_scored_by_the_softmax(noisy, tmp_path):

@@ -177,3 +177,22 @@ def test_expected_bayes_suspicion_is_the_mean_over_noisy_labels_drawn_from_the_m
     assert float(expected[0, 0]) == pytest.approx(0.26)
     # with T_C the identity Bayes flags nothing, and expects nothing
     assert float(expected_suspicion(probs, torch.eye(3, dtype=torch.float64)).abs().max()) == pytest.approx(0, abs=1e-6)
+
+
+def test_banded_bayes_uses_the_matrix_of_each_pixels_band():
+    torch.manual_seed(3)
+    k, bands_n = 3, 2
+    probs = torch.softmax(torch.randn(k, 4, 5), 0).double()
+    label = torch.randint(0, k, (4, 5))
+    bands = torch.randint(0, bands_n, (4, 5))
+    t_c = torch.softmax(torch.randn(bands_n, k, k) * 2, -1).double()
+    banded = pixel_suspicion(probs, label, "bayes", t_c, bands=bands)
+    expected = expected_suspicion(probs, t_c, bands)
+    for i, j in np.ndindex(4, 5):
+        single = t_c[bands[i, j]]
+        one = pixel_suspicion(probs[:, i : i + 1, j : j + 1], label[i : i + 1, j : j + 1], "bayes", single)
+        assert banded.suspicion[i, j].item() == pytest.approx(one.suspicion.item(), abs=1e-12)
+        assert banded.likely[i, j] == one.likely[0, 0]
+        assert expected[i, j].item() == pytest.approx(
+            expected_suspicion(probs[:, i : i + 1, j : j + 1], single).item(), abs=1e-12
+        )
