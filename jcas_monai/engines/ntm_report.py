@@ -131,7 +131,10 @@ class NTMReport:
         class_freq = getattr(self.loss, "class_freq", None)
         if "T_C" in learned and class_freq is not None:
             t_c = learned["T_C"]
-            closed = [class_to_affinity_ntm(t, class_freq.double().cpu()).tolist() for t in t_c.reshape(-1, *t_c.shape[-2:])]
+            closed = [
+                class_to_affinity_ntm(t, class_freq.double().cpu()).tolist()
+                for t in t_c.reshape(-1, *t_c.shape[-2:])
+            ]
             out["T_C_to_A"] = closed[0] if t_c.ndim == 2 else closed
         return out
 
@@ -147,7 +150,11 @@ class NTMReport:
             return None
         report = empirical_ntms(self.dataset, len(self.class_names), self.label_key, self.clean_key)
         if report is not None and self.border_radii:
-            pairs = [(item[self.clean_key], item[self.label_key]) for item in self.dataset if self.clean_key in item]
+            pairs = [
+                (item[self.clean_key], item[self.label_key])
+                for item in self.dataset
+                if self.clean_key in item
+            ]
             clean, noisy = zip(*pairs)
             banded = empirical_band_ntm(clean, noisy, len(self.class_names), self.border_radii)
             report.update(bands=list(self.border_radii), T_C_bands=banded.tolist())
@@ -197,7 +204,9 @@ class NTMReport:
         for source, names in (("learned", list(self.matrices)), ("empirical", ["T_C_bands", "T_C", "T_A"])):
             for name in names:
                 matrix = None if report[source] is None else report[source].get(name)
-                if matrix is None or (source == "empirical" and name == "T_C" and "T_C_bands" in report[source]):
+                if matrix is None or (
+                    source == "empirical" and name == "T_C" and "T_C_bands" in report[source]
+                ):
                     continue
                 matrix = np.asarray(matrix)
                 stack = matrix if matrix.ndim == 3 else matrix[None]

@@ -16,6 +16,7 @@ image border is not a label border.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -35,7 +36,7 @@ def check_radii(radii: Sequence[int] | None, name: str = "ntm_bands") -> tuple[i
     for radius in radii:
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
             raise ValueError(f"{name}: radii must be positive integers (pixels), got {list(radii)}")
-    if any(b <= a for a, b in zip(radii, radii[1:])):
+    if any(b <= a for a, b in itertools.pairwise(radii)):
         raise ValueError(f"{name}: radii must be strictly increasing, got {list(radii)}")
     return radii
 
@@ -85,7 +86,10 @@ def band_fractions(bands: torch.Tensor, valid: torch.Tensor, num_bands: int) -> 
 
 
 def empirical_band_ntm(
-    clean: Sequence[torch.Tensor], noisy: Sequence[torch.Tensor], num_classes: int, radii: Sequence[int],
+    clean: Sequence[torch.Tensor],
+    noisy: Sequence[torch.Tensor],
+    num_classes: int,
+    radii: Sequence[int],
     ignore_index: int = 255,
 ) -> torch.Tensor:
     """True banded ``T_C`` of clean/noisy label pairs: for each band of the noisy label, the fraction of the
@@ -103,7 +107,10 @@ def empirical_band_ntm(
     num_bands = len(check_radii(radii, "empirical_band_ntm")) + 1
     counts = torch.zeros(num_bands * num_classes * num_classes, dtype=torch.float64)
     for c, n in zip(clean, noisy, strict=True):
-        c, n = torch.as_tensor(c).reshape(-1, *c.shape[-2:]).long(), torch.as_tensor(n).reshape(-1, *n.shape[-2:]).long()
+        c, n = (
+            torch.as_tensor(c).reshape(-1, *c.shape[-2:]).long(),
+            torch.as_tensor(n).reshape(-1, *n.shape[-2:]).long(),
+        )
         band = border_bands(n, radii)
         valid = (c != ignore_index) & (n != ignore_index)
         index = (band * num_classes + c) * num_classes + n

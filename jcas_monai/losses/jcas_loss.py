@@ -125,7 +125,9 @@ class JCASLoss(_Loss):
         self.affinity_correction = affinity_correction
         self.logdet_weight = logdet_weight
         self.calc_weight = calc_weight
-        self.t_c = NoiseTransitionMatrix(num_classes, ntm_init, fixed_t_c, ntm_form, len(self.border_radii) + 1)
+        self.t_c = NoiseTransitionMatrix(
+            num_classes, ntm_init, fixed_t_c, ntm_form, len(self.border_radii) + 1
+        )
         self.t_a = NoiseTransitionMatrix(2, ntm_init, fixed_t_a, ntm_form)
         self.class_loss = ForwardCorrectedCELoss(ignore_index=ignore_index)
         self.affinity_loss = AffinityBCELoss(chunk_size=chunk_size)

@@ -28,7 +28,12 @@ def _reference_bands(label: np.ndarray, radii) -> np.ndarray:
     for i in range(h):
         for j in range(w):
             nearest = min(
-                (max(abs(i - a), abs(j - b)) for a in range(h) for b in range(w) if label[a, b] != label[i, j]),
+                (
+                    max(abs(i - a), abs(j - b))
+                    for a in range(h)
+                    for b in range(w)
+                    if label[a, b] != label[i, j]
+                ),
                 default=None,
             )
             if nearest is not None:
@@ -106,9 +111,13 @@ def test_banded_loss_with_equal_bands_is_the_single_matrix_loss():
         "aux_dar": torch.randn(2, K, *grid),
     }
     t_c = torch.softmax(torch.randn(K, K), dim=-1)
-    settings = dict(
-        class_freq=[0.6, 0.3, 0.1], aff_weights=(0, 0), class_correction=True, logdet_weight=0.5, calc_weight=0.1
-    )
+    settings = {
+        "class_freq": [0.6, 0.3, 0.1],
+        "aff_weights": (0, 0),
+        "class_correction": True,
+        "logdet_weight": 0.5,
+        "calc_weight": 0.1,
+    }
     single = JCASLoss(K, fixed_t_c=t_c, **settings)
     banded = JCASLoss(K, fixed_t_c=t_c.expand(3, K, K), border_radii=(1, 2), **settings)
     single(pred, label), banded(pred, label)
@@ -141,12 +150,20 @@ def test_banded_matrix_module_and_loading():
 def test_empirical_oracle_is_banded_with_bands():
     noisy = _labels(5)
     clean = np.where(np.random.default_rng(6).random(noisy.shape) < 0.3, 0, noisy)
-    dataset = [{"label": torch.as_tensor(n)[None], "clean_label": torch.as_tensor(c)[None]} for c, n in zip(clean, noisy)]
+    dataset = [
+        {"label": torch.as_tensor(n)[None], "clean_label": torch.as_tensor(c)[None]}
+        for c, n in zip(clean, noisy)
+    ]
     banded = given_matrix("empirical", "T_C", K, dataset, RADII)
-    expected = empirical_band_ntm([d["clean_label"] for d in dataset], [d["label"] for d in dataset], K, RADII)
+    expected = empirical_band_ntm(
+        [d["clean_label"] for d in dataset], [d["label"] for d in dataset], K, RADII
+    )
     torch.testing.assert_close(banded, expected.float())
     torch.testing.assert_close(
-        given_matrix("empirical", "T_C", K, dataset), empirical_class_ntm(clean, noisy, K).float(), atol=1e-4, rtol=0
+        given_matrix("empirical", "T_C", K, dataset),
+        empirical_class_ntm(clean, noisy, K).float(),
+        atol=1e-4,
+        rtol=0,
     )
 
 
@@ -164,13 +181,17 @@ def test_banded_confusion_estimate_of_a_model_that_predicts_the_clean_label_is_t
     clean[flip] = 0
     batches = [
         {
-            "image": torch.log_softmax(5.0 * torch.nn.functional.one_hot(torch.as_tensor(c), K).movedim(-1, 0).float(), 0)[None],
+            "image": torch.log_softmax(
+                5.0 * torch.nn.functional.one_hot(torch.as_tensor(c), K).movedim(-1, 0).float(), 0
+            )[None],
             "label": torch.as_tensor(n)[None, None],
         }
         for c, n in zip(np.where(clean == 255, 0, clean), noisy)
     ]
     estimates = estimate_ntms(_Oracle(), batches, K, min_pixels=1, border_radii=RADII)
-    expected = empirical_band_ntm(list(torch.as_tensor(np.where(noisy == 255, 255, clean))), list(torch.as_tensor(noisy)), K, RADII)
+    expected = empirical_band_ntm(
+        list(torch.as_tensor(np.where(noisy == 255, 255, clean))), list(torch.as_tensor(noisy)), K, RADII
+    )
     assert estimates["confusion"]["T_C"].shape == (len(RADII) + 1, K, K)
     torch.testing.assert_close(estimates["confusion"]["T_C"], expected, atol=1e-12, rtol=0)
     assert estimates["confusion"]["pixels"].shape == (len(RADII) + 1, K)
@@ -183,7 +204,9 @@ def test_a_band_row_from_too_few_pixels_takes_the_row_counted_over_all_bands():
     noisy[0, 2:14, 2:18] = 1
     noisy[0, 6:9, 8:11] = 2
     batch = {
-        "image": torch.log_softmax(5.0 * torch.nn.functional.one_hot(torch.as_tensor(noisy[0]), K).movedim(-1, 0).float(), 0)[None],
+        "image": torch.log_softmax(
+            5.0 * torch.nn.functional.one_hot(torch.as_tensor(noisy[0]), K).movedim(-1, 0).float(), 0
+        )[None],
         "label": torch.as_tensor(noisy)[:, None],
     }
     start = torch.full((K, K), 0.1) + 0.7 * torch.eye(K)
