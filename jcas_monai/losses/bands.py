@@ -20,7 +20,6 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["band_fractions", "border_bands", "check_radii", "empirical_band_ntm"]
 
@@ -56,24 +55,42 @@ def border_bands(label: torch.Tensor, radii: Sequence[int]) -> torch.Tensor:
     if label.ndim == 4:
         label = label[:, 0]
     radii = check_radii(radii, "border_bands")
-    highest = values = label.unsqueeze(1).float()
-    lowest = -values
+    # ``near`` is 1 where another value lies within the current radius. Radius 1 compares each pixel with
+    # its 8 neighbours; a larger radius r is radius 1 grown by r - 1: a king's path from a pixel to another
+    # value meets, within r - 1 of the pixel, a pixel of the first value next to a different one.
+    values = label.unsqueeze(1).float()
+    near = (_square_max(values, 1) != -_square_max(-values, 1)).float()
     bands = torch.full(label.shape, len(radii), dtype=torch.long, device=label.device)
-    reached = 0
+    reached = 1
     for j, radius in enumerate(radii):
-        # the square of radius r is the square of radius r' grown by r - r': grow the last maximum
-        highest, lowest = _square_max(highest, radius - reached), _square_max(lowest, radius - reached)
+        near = _square_max(near, radius - reached)
         reached = radius
-        bands[((highest != -lowest)[:, 0]) & (bands == len(radii))] = j
+        bands[(near[:, 0] > 0) & (bands == len(radii))] = j
     return bands
 
 
 def _square_max(values: torch.Tensor, radius: int) -> torch.Tensor:
-    """Maximum over the ``(2 radius + 1)``-square around each pixel of ``(B, 1, H, W)``, as a row pass and
-    a column pass (``4 radius + 2`` comparisons a pixel instead of ``(2 radius + 1)^2``)."""
-    size = 2 * radius + 1
-    rows = F.max_pool2d(values, (1, size), stride=1, padding=(0, radius))
-    return F.max_pool2d(rows, (size, 1), stride=1, padding=(radius, 0))
+    """Maximum over the ``(2 radius + 1)``-square around each pixel of ``(B, 1, H, W)`` (outside the image
+    counts as nothing): a row pass and a column pass."""
+    return _line_max(_line_max(values, radius, -1), radius, -2)
+
+
+def _line_max(values: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Maximum over ``[-radius, radius]`` along ``dim``, by shifted maxima whose reach doubles each step
+    (a few element-wise passes; ``max_pool2d`` is several times slower on the CPU)."""
+    out, reach = values, 0
+    while reach < radius:
+        step = min(reach + 1, radius - reach)  # [-reach, reach] grown by step on both sides stays whole
+        size = out.shape[dim]
+        grown = out.clone()
+        if step < size:
+            ahead, behind = out.narrow(dim, step, size - step), out.narrow(dim, 0, size - step)
+            grown.narrow(dim, 0, size - step).copy_(torch.maximum(grown.narrow(dim, 0, size - step), ahead))
+            grown.narrow(dim, step, size - step).copy_(
+                torch.maximum(grown.narrow(dim, step, size - step), behind)
+            )
+        out, reach = grown, reach + step
+    return out
 
 
 def band_fractions(bands: torch.Tensor, valid: torch.Tensor, num_bands: int) -> torch.Tensor:

@@ -52,11 +52,12 @@ def _labels(seed: int = 0, shape=(2, 12, 14)) -> np.ndarray:
     return label
 
 
-def test_border_bands_match_the_distance_to_the_nearest_other_value():
+@pytest.mark.parametrize("radii", [RADII, (2, 5), (1, 2, 4, 8), (3,)])
+def test_border_bands_match_the_distance_to_the_nearest_other_value(radii):
     label = _labels()
-    bands = border_bands(torch.as_tensor(label), RADII)
+    bands = border_bands(torch.as_tensor(label), radii)
     for b in range(label.shape[0]):
-        np.testing.assert_array_equal(bands[b].numpy(), _reference_bands(label[b], RADII))
+        np.testing.assert_array_equal(bands[b].numpy(), _reference_bands(label[b], radii))
     # a single-valued map is all interior, whatever the radii (the image border is no label border)
     assert (border_bands(torch.zeros(1, 1, 5, 5, dtype=torch.long), RADII) == len(RADII)).all()
 
