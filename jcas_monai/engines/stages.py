@@ -230,12 +230,19 @@ class JCASStages:
             matrices = {"t_c": estimates[self.warm_start]["T_C"], "t_a": estimates[self.warm_start]["T_A"]}
         for name, ntm in ntms.items():
             ntm.reset_parameters(matrices.get(name))
-            if name in matrices and ntm.fixed is None and torch.linalg.cond(ntm().double()).max() > MAX_START_COND:
+            if name not in matrices or ntm.fixed is not None:
+                continue
+            start = ntm().detach().double()
+            singular = torch.linalg.cond(start.reshape(-1, *start.shape[-2:])) > MAX_START_COND
+            if singular.any():
+                which = f"band(s) {singular.nonzero().flatten().tolist()} of " if start.ndim == 3 else ""
                 print(
-                    f"the {self.warm_start} estimate of {name} is singular or nearly so "
-                    f"(condition number above {MAX_START_COND:g}): {name} starts from the default matrix"
+                    f"the {self.warm_start} estimate of {which}{name} is singular or nearly so "
+                    f"(condition number above {MAX_START_COND:g}): they start from the default matrix"
                 )
-                ntm.reset_parameters()
+                default = ntm.default_matrix().double().expand_as(start.reshape(-1, *start.shape[-2:]))
+                kept = torch.where(singular[:, None, None], default, start.reshape(default.shape))
+                ntm.reset_parameters(kept.reshape(start.shape))
         for optimizer in (self.optimizer if self.reset_optimizer else None, self.matrix_optimizer):
             if optimizer is not None:
                 optimizer.state.clear()

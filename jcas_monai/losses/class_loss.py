@@ -107,8 +107,8 @@ class ForwardCorrectedCELoss(_Loss):
 
         Only the target column of the corrected posterior is needed, so ``softmax @ T_C`` is taken with
         the classes as the last axis (one matmul) and the target entry gathered, instead of forming the
-        log of every corrected class probability. With a banded ``T_C`` the column ``T_C[band, :, target]``
-        of each pixel is gathered and dotted with its posterior.
+        log of every corrected class probability. With a banded ``T_C`` the posterior is corrected by every
+        band's matrix in one matmul and the entry of the pixel's band and target gathered.
         """
         valid = target != self.ignore_index
         safe_target = target.masked_fill(~valid, 0)
@@ -116,8 +116,12 @@ class ForwardCorrectedCELoss(_Loss):
             prob = F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
             t_c = t_c.to(prob.dtype)
             if t_c.ndim == 3:
-                columns = t_c.transpose(1, 2)[bands, safe_target]  # (B, H, W, K): T_C[band, :, target]
-                picked = (prob.movedim(1, -1) * columns).sum(-1)
+                # every band's corrected posterior in one matmul, then the entry (band, target) of each
+                # pixel: a gather, whose gradient lands once per entry (indexing T_C by band and target
+                # would accumulate its gradient by scatter-add, in no fixed order)
+                num_bands, k = t_c.shape[0], t_c.shape[-1]
+                noisy_prob = prob.movedim(1, -1) @ t_c.permute(1, 0, 2).reshape(k, num_bands * k)
+                picked = noisy_prob.gather(-1, (bands * k + safe_target).unsqueeze(-1)).squeeze(-1)
             else:
                 noisy_prob = prob.movedim(1, -1) @ t_c
                 picked = noisy_prob.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)

@@ -26,7 +26,8 @@ class JCASLoss(_Loss):
     """JCAS loss over the outputs of a two-branch network; ablation variants are constructor settings.
 
     ``L = sum_b seg_w[b] (CE(Q_b) + [use_dar] CE(P_dar_b)) + sum_b aff_w[b] BCE(features_b)
-    + logdet_weight (logdet T_C + logdet T_A) + calc_weight CALC(T_C, class_freq, T_A)``,
+    + logdet_weight (logdet T_C + logdet T_A) + calc_weight CALC(T_C, class_freq, T_A)``
+    (the log-det of a fixed matrix, a constant, is left out),
     where ``b`` runs over the branches ``main`` (layer4) and ``aux`` (layer3), the class losses are
     forward-corrected by ``T_C`` when ``class_correction`` is on
     (:class:`~jcas_monai.losses.ForwardCorrectedCELoss`), the affinity losses by ``T_A`` when
@@ -209,7 +210,16 @@ class JCASLoss(_Loss):
                 terms[f"aff_{branch}"] = self.affinity_loss(features, target["affinity"], affinity_t)
                 total = total + aff_w * terms[f"aff_{branch}"]
         if self.logdet_weight > 0:
-            terms["logdet"] = torch.linalg.slogdet(t_c).logabsdet.sum() + torch.linalg.slogdet(t_a).logabsdet
+            # a fixed matrix's log-det is a constant, and infinite for a singular one (a true banded matrix
+            # of few pixels can be): only learned matrices count
+            terms["logdet"] = sum(
+                (
+                    torch.linalg.slogdet(t).logabsdet.sum()
+                    for t, ntm in ((t_c, self.t_c), (t_a, self.t_a))
+                    if ntm.fixed is None
+                ),
+                torch.zeros((), device=label.device),
+            )
             total = total + self.logdet_weight * terms["logdet"]
         if self.calc_weight > 0:
             if self.class_freq is None:

@@ -17,14 +17,23 @@ from jcas_monai.data.io import read_label
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    bundle_run("training", [TRAIN, "configs/noise/ellipse.json"], dataset_dir=str(tiny_dataset), output_dir=str(out), **TINY)
+    bundle_run(
+        "training",
+        [TRAIN, "configs/noise/ellipse.json"],
+        dataset_dir=str(tiny_dataset),
+        output_dir=str(out),
+        **TINY,
+    )
     return out
 
 
 def test_training_writes_best_model_and_full_state(trained):
     models = trained / "models"
     assert (models / "model.pt").is_file() and (models / "warmup_model.pt").is_file()
-    assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+    assert sorted(p.name for p in models.glob("checkpoint_epoch=*.pt")) == [
+        "checkpoint_epoch=1.pt",
+        "checkpoint_epoch=2.pt",
+    ]
     state = torch.load(models / "model.pt", weights_only=True)
     assert any(k.startswith("backbone.") for k in state) and "main_logits" not in state
     full = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
@@ -35,11 +44,12 @@ def test_training_writes_best_model_and_full_state(trained):
 
 def test_training_reports_learned_and_empirical_matrices(trained):
     report = json.loads((trained / "ntm" / "ntm.json").read_text())
-    t_c = np.asarray(report["learned"]["T_C"])
-    assert t_c.shape == (4, 4) and np.allclose(t_c.sum(1), 1, atol=1e-6)
+    t_c = np.asarray(report["learned"]["T_C"])  # one matrix per border band (ntm_bands, 4 radii)
+    assert t_c.shape == (5, 4, 4) and np.allclose(t_c.sum(-1), 1, atol=1e-6)
     # ellipse noise applied on the fly keeps the clean label, so the true matrices are known
     empirical = np.asarray(report["empirical"]["T_C"])
     assert empirical.shape == (4, 4) and report["empirical"]["class_noise_rate"] > 0
+    assert np.asarray(report["empirical"]["T_C_bands"]).shape == (5, 4, 4)
     assert (trained / "ntm" / "ntm.png").is_file()
 
 
@@ -79,7 +89,10 @@ def test_inference_writes_label_masks_at_image_size(trained, tiny_dataset, tmp_p
     "overlay, expected",
     [
         (None, {"type": torch.optim.AdamW, "lr": [2e-3, 2e-3], "momentum": None, "ntm": torch.optim.Adam}),
-        ("configs/paper.json", {"type": torch.optim.SGD, "lr": [1e-4, 1e-3], "momentum": 0.9, "ntm": torch.optim.SGD}),
+        (
+            "configs/paper.json",
+            {"type": torch.optim.SGD, "lr": [1e-4, 1e-3], "momentum": 0.9, "ntm": torch.optim.SGD},
+        ),
     ],
 )
 def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
@@ -92,7 +105,10 @@ def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
     parser.read_config([TRAIN] + ([overlay] if overlay else []))
     parser.update({"class_freq": [0.7, 0.1, 0.1, 0.1], "device": "cpu", "fixed_t_c": None, "fixed_t_a": None})
     parser.update({"backbone#depth": 18, "backbone#width": 8, "backbone#pretrained_weights": None})
-    optimizer, ntm_optimizer = parser.get_parsed_content("optimizer"), parser.get_parsed_content("ntm_optimizer")
+    optimizer, ntm_optimizer = (
+        parser.get_parsed_content("optimizer"),
+        parser.get_parsed_content("ntm_optimizer"),
+    )
     network, loss = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
 
     assert type(optimizer) is expected["type"] and type(ntm_optimizer) is expected["ntm"]
@@ -100,8 +116,12 @@ def test_optimiser_groups_backbone_heads_and_matrices(overlay, expected):
     assert [g.get("momentum") for g in optimizer.param_groups] == [expected["momentum"]] * 2
     backbone, heads = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
     (matrices,) = ({id(p) for p in g["params"]} for g in ntm_optimizer.param_groups)
-    assert matrices == {id(p) for p in loss.parameters()} and ntm_optimizer.param_groups[0]["weight_decay"] == 0
-    assert ntm_optimizer.param_groups[0]["lr"] == pytest.approx(parser.get_parsed_content("ntm_learning_rate"))
+    assert (
+        matrices == {id(p) for p in loss.parameters()} and ntm_optimizer.param_groups[0]["weight_decay"] == 0
+    )
+    assert ntm_optimizer.param_groups[0]["lr"] == pytest.approx(
+        parser.get_parsed_content("ntm_learning_rate")
+    )
     assert not matrices & (backbone | heads)
     trainable = {id(p) for p in network.parameters() if p.requires_grad}
     assert backbone | heads <= trainable and not backbone & heads and heads
@@ -120,6 +140,8 @@ def test_default_model_selection_follows_the_validation_labels(tiny_dataset, tmp
     for datalist, expected in ((tiny_dataset / "datalist.json", "best"), (own, "last")):
         parser = ConfigParser()
         parser.read_config(TRAIN)
-        parser.update({"bundle_root": str(BUNDLE), "datalist": str(datalist), "output_dir": str(tmp_path), **TINY})
+        parser.update(
+            {"bundle_root": str(BUNDLE), "datalist": str(datalist), "output_dir": str(tmp_path), **TINY}
+        )
         assert parser.get_parsed_content("validate#best_model").mode == expected
         assert parser.get_parsed_content("train#stages").warmup_best.mode == expected

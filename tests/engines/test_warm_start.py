@@ -64,7 +64,9 @@ def test_interior_estimate_leaves_out_the_borders_between_predicted_classes():
     estimates = estimate_ntms(_Oracle(), [batch], K, min_pixels=1)  # rows from 8 pixels count here
     # sampled columns 0 and 4 are predicted 0 and labelled 0 and 1; column 4 lies within 2 of the border
     np.testing.assert_allclose(estimates["confident"]["T_C"][0], [0.5, 0.5, 0.0], atol=1e-12)
-    np.testing.assert_allclose(estimates["interior"]["T_C"][:2], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(
+        estimates["interior"]["T_C"][:2], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], atol=1e-12
+    )
 
 
 def _rare_classes_batch() -> dict[str, torch.Tensor]:
@@ -112,6 +114,45 @@ def test_stage_switch_starts_from_the_default_matrix_when_the_estimate_is_singul
     _switch_stage(loss, _Network(), tmp_path, batches, warm_start="confusion")
     torch.testing.assert_close(loss.t_c(), loss.t_c.default_matrix(), atol=1e-6, rtol=0)
     assert torch.isfinite(torch.linalg.slogdet(loss.t_c()).logabsdet)
+
+
+def test_a_singular_band_alone_starts_from_the_default_matrix(tmp_path):
+    from jcas_monai.losses import JCASLoss
+
+    # labels: 1 in columns 100-199, 2 in 200-203; predictions: 1 in 100-149, 2 in 150-203. Away from the
+    # label's borders (band 1, radius 2) predicted 1 and predicted 2 are both labelled 1: a singular band.
+    # Near them (band 0) predicted 2 is also labelled 2.
+    pred, label = torch.zeros(8, 256, dtype=torch.long), torch.zeros(8, 256, dtype=torch.long)
+    pred[:, 100:150], pred[:, 150:204] = 1, 2
+    label[:, 100:200], label[:, 200:204] = 1, 2
+    logp = torch.log_softmax(5.0 * torch.nn.functional.one_hot(pred, K).movedim(-1, 0).float(), 0)
+    loss = JCASLoss(K, class_freq=[0.4, 0.3, 0.3], border_radii=(2,))
+    batches = [{"image": logp[None], "label": label[None, None]}]
+    estimate = estimate_ntms(_Oracle(), batches, K, border_radii=(2,))["confusion"]["T_C"]
+    assert torch.linalg.matrix_rank(estimate[1]) < K and torch.linalg.matrix_rank(estimate[0]) == K
+    _switch_stage(loss, _Network(), tmp_path, batches, warm_start="confusion")
+    torch.testing.assert_close(loss.t_c()[1], loss.t_c.default_matrix(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss.t_c()[0], estimate[0].float(), atol=1e-5, rtol=0)
+
+
+def test_a_fixed_singular_matrix_adds_no_log_det():
+    from jcas_monai.losses import JCASLoss
+
+    singular = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    loss = JCASLoss(
+        K,
+        class_freq=[0.4, 0.3, 0.3],
+        fixed_t_c=singular,
+        aff_weights=(0, 0),
+        use_dar=False,
+        class_correction=True,
+        logdet_weight=0.5,
+        seg_weights=(1, 0),
+    )
+    value = loss({"main_logits": torch.randn(1, K, 4, 4)}, torch.randint(0, K, (1, 1, 4, 4)))
+    assert torch.isfinite(value)
+    learned_t_a = torch.linalg.slogdet(loss.t_a()).logabsdet
+    assert loss.last_terms["logdet"] == pytest.approx(float(learned_t_a))
 
 
 @pytest.mark.parametrize("selection", ["best", "last"])

@@ -119,8 +119,10 @@ def test_banded_loss_with_equal_bands_is_the_single_matrix_loss():
         "logdet_weight": 0.5,
         "calc_weight": 0.1,
     }
-    single = JCASLoss(K, fixed_t_c=t_c, **settings)
-    banded = JCASLoss(K, fixed_t_c=t_c.expand(3, K, K), border_radii=(1, 2), **settings)
+    single = JCASLoss(K, **settings)
+    banded = JCASLoss(K, border_radii=(1, 2), **settings)
+    single.t_c.reset_parameters(t_c)
+    banded.t_c.reset_parameters(t_c)  # every band
     single(pred, label), banded(pred, label)
     terms, banded_terms = single.last_terms, banded.last_terms
     for name in ("seg_main", "dar_main", "seg_aux", "dar_aux", "calc"):
