@@ -34,6 +34,14 @@ def empirical_ntms(
     return stats.summary() if stats.num_images else None
 
 
+def _clean_noisy_pairs(
+    dataset: Sequence[dict], label_key: str = "label", clean_key: str = "clean_label"
+) -> tuple[list, list]:
+    """The clean and the noisy labels of the items of ``dataset`` that carry both."""
+    pairs = [(item[clean_key], item[label_key]) for item in dataset if clean_key in item]
+    return [clean for clean, _ in pairs], [noisy for _, noisy in pairs]
+
+
 def given_matrix(
     spec: str | Sequence[Sequence[float]] | None,
     which: str,
@@ -56,14 +64,13 @@ def given_matrix(
     bands = len(check_radii(border_radii)) + 1 if which == "T_C" else 1
     if spec != "empirical":
         return load_matrix(spec, size, name, bands=bands)
-    pairs = [(item["clean_label"], item["label"]) for item in dataset or [] if "clean_label" in item]
-    if not pairs:
+    clean, noisy = _clean_noisy_pairs(dataset or [])
+    if not clean:
         raise ValueError(
             f"{name}: 'empirical' needs training items that carry their clean label ('clean_label'); "
             "none does (simulate noise on the fly, or use a datalist written by python -m jcas_monai.noise)"
         )
     if bands > 1:
-        clean, noisy = zip(*pairs)
         return empirical_band_ntm(clean, noisy, num_classes, border_radii).float()
     report = empirical_ntms(dataset, num_classes)
     return load_matrix(report[which], size, name)
@@ -150,12 +157,7 @@ class NTMReport:
             return None
         report = empirical_ntms(self.dataset, len(self.class_names), self.label_key, self.clean_key)
         if report is not None and self.border_radii:
-            pairs = [
-                (item[self.clean_key], item[self.label_key])
-                for item in self.dataset
-                if self.clean_key in item
-            ]
-            clean, noisy = zip(*pairs)
+            clean, noisy = _clean_noisy_pairs(self.dataset, self.label_key, self.clean_key)
             banded = empirical_band_ntm(clean, noisy, len(self.class_names), self.border_radii)
             report.update(bands=list(self.border_radii), T_C_bands=banded.tolist())
         return report
